@@ -1,0 +1,115 @@
+"""evaluate, viz, report and the CLI."""
+import csv
+import subprocess
+import sys
+
+import matplotlib
+import pytest
+import torch
+from matplotlib.figure import Figure
+
+from survey_lib import viz
+from survey_lib.evaluate import (count_flops, count_parameters, knn_classify, latency, linear_probe, throughput)
+from survey_lib.models.vit import vit_for_profile
+from survey_lib.report import Reporter, read_summary, record_result
+from survey_lib.train import History
+
+
+def test_flops_match_the_analytic_count():
+    lin = torch.nn.Linear(10, 20, bias=False)
+    assert count_flops(lin, (3, 10)) == 2 * 3 * 10 * 20
+    m = vit_for_profile("smoke")  # 16 patches + CLS, D=32, 1 block, mlp 2x
+    N, D = 17, 32
+    per_block = 2 * N * D * 3 * D + 2 * (2 * N * N * D) + 2 * N * D * D + 2 * (2 * N * D * 2 * D)
+    patch = 2 * 16 * (8 * 8 * 1) * D
+    head = 2 * D * 10
+    assert count_flops(m, (1, 1, 32, 32)) == per_block + patch + head
+
+
+def test_parameter_count_and_speed_fields():
+    m = vit_for_profile("smoke")
+    assert count_parameters(m) == sum(p.numel() for p in m.parameters())
+    m.head.weight.requires_grad_(False)
+    assert count_parameters(m, trainable_only=True) == count_parameters(m) - m.head.weight.numel()
+    t = latency(m, (1, 1, 32, 32), warmup=1, repeats=5, num_threads=1)
+    assert 0 < t["median_ms"] <= t["p90_ms"] and t["threads"] == 1
+    assert throughput(m, (8, 1, 32, 32), warmup=1, repeats=3, num_threads=1) > 0
+
+
+def test_knn_and_linear_probe_on_separable_features():
+    g = torch.Generator().manual_seed(0)
+    centres = torch.randn(3, 8, generator=g) * 5
+    y = torch.arange(60) % 3
+    x = centres[y] + torch.randn(60, 8, generator=g) * 0.1
+    assert knn_classify(x[:45], y[:45], x[45:], y[45:], k=5) == 1.0
+    assert linear_probe(x[:45], y[:45], x[45:], y[45:]) == 1.0
+    # labels carry no information -> about chance
+    y_rand = torch.randint(0, 3, (60,), generator=g)
+    assert knn_classify(x[:45], y_rand[:45], x[45:], y_rand[45:], k=5) < 0.7
+    with pytest.raises(ValueError, match="k=50"):
+        knn_classify(x[:45], y[:45], x[45:], y[45:], k=50)
+
+
+def test_rollout_of_identity_attention_is_identity_and_rows_are_distributions():
+    eye = torch.eye(5).expand(2, 3, 5, 5)
+    torch.testing.assert_close(viz.attention_rollout([eye, eye]), torch.eye(5).expand(2, 5, 5))
+    a = torch.softmax(torch.randn(2, 3, 5, 5), -1)
+    r = viz.attention_rollout([a, a, a])
+    torch.testing.assert_close(r.sum(-1), torch.ones(2, 5))
+    a_hat = 0.5 * a.mean(1) + 0.5 * torch.eye(5)
+    torch.testing.assert_close(viz.attention_rollout([a, a]), a_hat @ a_hat)
+
+
+def test_figure_helpers_return_figures():
+    h = History(rows=[{"epoch": 1, "train_loss": 1.0, "val_acc": 0.5}, {"epoch": 2, "train_loss": 0.5, "val_acc": 0.8}])
+    m = vit_for_profile("smoke").eval()
+    x = torch.randn(2, 1, 32, 32)
+    maps = m.get_attention_maps(x)
+    figs = [
+        viz.plot_history(h), viz.plot_history({"a": h, "b": h}),
+        viz.plot_confusion_matrix(torch.eye(3).numpy() * 5, ["a", "b", "c"]),
+        viz.plot_patch_grid(x[0], 8), viz.plot_attention_heads(x[0], maps[-1][0], (4, 4)),
+        viz.plot_rollout(x, maps, (4, 4)), viz.plot_pos_embed_similarity(m.pos_embed, (4, 4)),
+    ]
+    assert all(isinstance(f, Figure) for f in figs)
+    import matplotlib.pyplot as plt
+
+    plt.close("all")
+
+
+def test_summary_rows_are_replaced_not_duplicated(figures_tmp):
+    record_result("01_vit", "vit", "digits", "cpu", "test_acc", 0.9, 10)
+    record_result("01_vit", "vit", "digits", "cpu", "test_acc", 0.95, 12)
+    record_result("01_vit", "vit", "digits", "smoke", "test_acc", 0.3, 1)
+    rows = read_summary()
+    assert len(rows) == 2
+    assert {r["profile"]: r["value"] for r in rows} == {"cpu": "0.95", "smoke": "0.3"}
+    with open(figures_tmp / "summary.csv") as f:
+        assert next(csv.reader(f)) == ["notebook", "method", "dataset", "profile", "metric", "value", "seconds"]
+    with pytest.raises(ValueError, match="fraction"):
+        record_result("01_vit", "vit", "digits", "cpu", "test_acc", 97.5)
+    with pytest.raises(ValueError, match="non-finite"):
+        record_result("01_vit", "vit", "digits", "cpu", "loss", float("nan"))
+    r = Reporter("01_vit", "cpu")
+    fig = Figure()
+    fig.add_subplot().plot([0, 1])
+    assert r.save(fig, "line") == figures_tmp / "01_vit" / "line.png"
+    assert (figures_tmp / "01_vit" / "line.png").stat().st_size > 0
+
+
+def test_cli_names_the_failing_cell(tmp_path, figures_tmp):
+    import nbformat
+
+    nb = nbformat.v4.new_notebook()
+    p = nbformat.v4.new_code_cell('PROFILE = "cpu"')
+    p.metadata["tags"] = ["parameters"]
+    nb.cells = [p, nbformat.v4.new_code_cell("x = 1"), nbformat.v4.new_code_cell("raise RuntimeError('boom ' + PROFILE)")]
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    path = tmp_path / "99_bad.ipynb"
+    nbformat.write(nb, path)
+    proc = subprocess.run([sys.executable, "-m", "survey_lib.cli", "run", "--profile", "smoke", "--quiet",
+                           "--output-dir", str(tmp_path / "out"), str(path)], capture_output=True, text=True)
+    assert proc.returncode == 1
+    assert "99_bad.ipynb: cell" in proc.stderr and "RuntimeError: boom smoke" in proc.stderr
+    proc = subprocess.run([sys.executable, "-m", "survey_lib.cli", "run", "no_such_notebook"], capture_output=True, text=True)
+    assert proc.returncode == 2 and "no notebook 'no_such_notebook'" in proc.stderr

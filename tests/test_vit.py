@@ -1,0 +1,81 @@
+"""Our ViT against timm's on the same weights, attention maps, interpolation, errors."""
+import pytest
+import torch
+from timm.models.vision_transformer import VisionTransformer as TimmViT
+
+from survey_lib.models.vit import VisionTransformer, resample_pos_embed, timm_kwargs, timm_state_dict, vit_for_profile
+
+CFG = dict(img_size=32, patch_size=4, in_chans=1, num_classes=10, embed_dim=48, depth=3, num_heads=3)
+
+
+@pytest.mark.parametrize("extra", [dict(), dict(global_pool="avg"), dict(init_values=0.1, qkv_bias=False),
+                                   dict(in_chans=3, patch_size=8, img_size=(32, 48), qk_norm=True)])
+def test_logits_equal_timm_on_same_weights(extra):
+    torch.manual_seed(0)
+    ours = VisionTransformer(**{**CFG, **extra}).eval()
+    # make every parameter non-trivial so a wrong mapping cannot hide behind zeros or ones
+    with torch.no_grad():
+        for p in ours.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    ref = TimmViT(**timm_kwargs(ours)).eval()
+    ref.load_state_dict(timm_state_dict(ours), strict=True)
+    img = extra.get("img_size", 32)
+    h, w = (img, img) if isinstance(img, int) else img
+    x = torch.randn(4, extra.get("in_chans", 1), h, w)
+    with torch.no_grad():
+        torch.testing.assert_close(ours(x), ref(x), atol=1e-5, rtol=0)
+        torch.testing.assert_close(ours.forward_features(x), ref.forward_features(x), atol=1e-5, rtol=0)
+
+
+def test_state_dict_keys_are_timms():
+    ours = VisionTransformer(**CFG)
+    ref = TimmViT(**timm_kwargs(ours))
+    assert set(timm_state_dict(ours)) == set(ref.state_dict())
+
+
+def test_attention_maps_shapes_and_consistency():
+    torch.manual_seed(0)
+    m = VisionTransformer(**CFG).eval()
+    x = torch.randn(2, 1, 32, 32)
+    maps = m.get_attention_maps(x)
+    assert len(maps) == 3 and all(a.shape == (2, 3, 65, 65) for a in maps)
+    torch.testing.assert_close(maps[-1].sum(-1), torch.ones(2, 3, 65))
+    torch.testing.assert_close(m.get_last_selfattention(x), maps[-1])
+    # the explicit path computes the same features as the fused one
+    tokens = m.prepare_tokens(x)
+    for blk in m.blocks:
+        tokens = blk(tokens, return_attention=True)[0]
+    torch.testing.assert_close(m.norm(tokens), m.forward_features(x), atol=1e-5, rtol=1e-5)
+
+
+def test_other_input_sizes_interpolate_the_position_embedding():
+    m = VisionTransformer(**CFG).eval()
+    assert m(torch.randn(2, 1, 48, 40)).shape == (2, 10)
+    assert m.forward_features(torch.randn(1, 1, 16, 16)).shape == (1, 1 + 16, 48)
+    # same grid -> unchanged; interpolation keeps the prefix token
+    pe = m.pos_embed
+    assert resample_pos_embed(pe, (8, 8), (8, 8)) is pe
+    new = resample_pos_embed(pe, (4, 4), (8, 8))
+    assert new.shape == (1, 17, 48) and torch.equal(new[:, 0], pe[:, 0])
+
+
+def test_embed_and_gradients_flow():
+    m = vit_for_profile("smoke")
+    x = torch.randn(3, 1, 32, 32)
+    assert m.embed(x).shape == (3, m.embed_dim)
+    m(x).sum().backward()
+    assert all(p.grad is not None for p in m.parameters())
+
+
+def test_bad_configurations_raise_clear_errors():
+    with pytest.raises(ValueError, match="not divisible by patch_size"):
+        VisionTransformer(img_size=30, patch_size=4)
+    with pytest.raises(ValueError, match="embed_dim 50 is not divisible by num_heads 4"):
+        VisionTransformer(embed_dim=50, num_heads=4, depth=1)
+    with pytest.raises(ValueError, match="global_pool"):
+        VisionTransformer(global_pool="max", depth=1)
+    with pytest.raises(ValueError, match="unknown profile"):
+        vit_for_profile("huge")
+    m = vit_for_profile("smoke")
+    with pytest.raises(ValueError, match="not divisible by patch_size 8"):
+        m(torch.randn(1, 1, 36, 32))
