@@ -10,7 +10,7 @@ PROFILE ?= cpu
 # Two workers on two cores; every test and notebook kernel uses one thread (see tests/conftest.py).
 TEST_WORKERS ?= 2
 
-.PHONY: figures test bench install clean-venv
+.PHONY: figures test test-browser bench install clean-venv
 
 install: $(STAMP)
 
@@ -25,7 +25,15 @@ figures: $(STAMP)
 	$(VENV)/bin/survey run --profile $(PROFILE)
 
 test: $(STAMP)
-	OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 $(PY) -m pytest -n $(TEST_WORKERS) --dist loadgroup $(PYTEST_ARGS)
+	OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 $(PY) -m pytest -n $(TEST_WORKERS) --dist loadgroup --ignore=tests/browser $(PYTEST_ARGS)
+
+# 01_vit.ipynb in a real JupyterLab driven by headless Chromium (not part of `make test`). Installs
+# Debian's chromium if missing (needs root) and Playwright for Python into .venv; Playwright drives
+# /usr/bin/chromium and never downloads a browser. Screenshots: build/test-artifacts/.
+test-browser: $(STAMP)
+	@test -x /usr/bin/chromium || { apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium; }
+	@$(PY) -c "import playwright" 2>/dev/null || $(PY) -m pip install --quiet playwright
+	SURVEY_BROWSER_TESTS=1 OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 $(PY) -m pytest tests/browser -v $(PYTEST_ARGS)
 
 bench: $(STAMP)
 	$(PY) benchmarks/run_all.py

@@ -111,10 +111,17 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    """Train one method; under ``torchrun --nproc_per_node=N`` every rank trains (``fit`` sets up
+    DistributedDataParallel) and only rank 0 prints; the process group is closed at the end."""
+    from .distributed import cleanup_distributed, is_main_process
     from .methods import train_method
 
-    result = train_method(args.method, profile=args.profile, checkpoint=args.checkpoint, seed=args.seed)
-    print(result)
+    try:
+        result = train_method(args.method, profile=args.profile, checkpoint=args.checkpoint, seed=args.seed)
+        if is_main_process():
+            print(result)
+    finally:
+        cleanup_distributed()
     return 0
 
 

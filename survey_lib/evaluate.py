@@ -29,6 +29,7 @@ __all__ = [
     "extract_features",
     "knn_classify",
     "linear_probe",
+    "probe_accuracies",
 ]
 
 
@@ -367,7 +368,7 @@ def attention_cost_study(
     of tensor storage alive at once during the call, inputs and parameters excluded (gradients of
     parameters and input included). ``attn_bytes`` is the analytic size of one layer's attention
     weights (float32): ``4 B h N^2`` (global), ``4 B h N M^2`` (window), ``4 B h N k^2`` (neighbourhood),
-    a cross-check on the measured peaks.
+    0 for ``global_fused`` (it materialises none), a cross-check on the measured peaks.
 
     Args:
         grid_sizes: token grid sides; each must be a multiple of ``window_size`` and >= ``kernel_size``.
@@ -424,10 +425,36 @@ def attention_cost_study(
                     xin.grad = None
                     peak = peak_memory(lambda: one_call(layer, fn, xin, pass_))
                     layer.zero_grad(set_to_none=True)
-                    per_query = {"global": N, "global_fused": N, "window": window_size**2, "neighborhood": kernel_size**2}[m]
+                    per_query = {"global": N, "global_fused": 0, "window": window_size**2, "neighborhood": kernel_size**2}[m]
                     rows.append(dict(mechanism=m, grid=g, tokens=N, **{"pass": pass_}, ms=statistics.median(times[m]),
                                      peak_mem_bytes=peak, attn_bytes=4 * batch_size * num_heads * N * per_query,
                                      threads=torch.get_num_threads()))
     finally:
         torch.set_num_threads(old_threads)
     return pd.DataFrame(rows)
+
+
+# ---------------------------------------------------------------------------------------------
+# probes of a frozen encoder in one call (used per epoch by self-supervised methods)
+# ---------------------------------------------------------------------------------------------
+def probe_accuracies(encoder: Callable[[torch.Tensor], torch.Tensor], train_data: Union[Dataset, DataLoader],
+                     test_data: Union[Dataset, DataLoader], k: int = 20, temperature: float = 0.07,
+                     linear: bool = True, C: float = 1.0) -> Dict[str, float]:
+    """Weighted k-NN (and linear-probe) accuracy of a frozen encoder: :func:`extract_features` on both
+    splits, then :func:`knn_classify` and :func:`linear_probe`.
+
+    Args:
+        encoder: images (B, C, H, W) -> features (B, D), e.g. ``model.embed`` or a DINO teacher's.
+        train_data, test_data: un-augmented ``(image, label)`` data.
+        k, temperature: of the weighted k-NN.  linear: also fit the logistic-regression probe.  C: its
+            inverse regularisation strength.
+
+    Returns: ``{"knn_acc": float, "linear_acc": float}`` (fractions in [0, 1]; ``linear_acc`` only if
+    ``linear``).
+    """
+    tr_x, tr_y = extract_features(encoder, train_data)
+    te_x, te_y = extract_features(encoder, test_data)
+    out = {"knn_acc": knn_classify(tr_x, tr_y, te_x, te_y, k=k, temperature=temperature)}
+    if linear:
+        out["linear_acc"] = linear_probe(tr_x, tr_y, te_x, te_y, C=C)
+    return out

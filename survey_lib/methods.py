@@ -70,3 +70,59 @@ def train_mae(profile: str = "cpu", checkpoint: Optional[str] = None, seed: int 
 
 
 METHODS["mae"] = train_mae
+
+
+def train_dino(profile: str = "cpu", checkpoint: Optional[str] = None, seed: int = 0) -> dict:
+    """DINO self-distillation on the digits (ViT backbone, no labels); ``test_acc`` is the weighted
+    k-NN accuracy of the teacher's CLS feature (see :func:`survey_lib.objectives.dino.train_dino`)."""
+    from .objectives.dino import train_dino as _train_dino
+
+    return _train_dino(profile=profile, checkpoint=checkpoint, seed=seed)
+
+
+METHODS["dino"] = train_dino
+
+
+def train_deit(profile: str = "cpu", checkpoint: Optional[str] = None, seed: int = 0) -> dict:
+    """DeiT: a CNN teacher (small timm ResNet), then the digits ViT with a distillation token trained
+    with hard distillation (see :func:`survey_lib.objectives.distillation.train_deit`)."""
+    from .objectives.distillation import train_deit as _train_deit
+
+    return _train_deit(profile=profile, checkpoint=checkpoint, seed=seed)
+
+
+METHODS["deit"] = train_deit
+
+
+def train_clip(profile: str = "cpu", checkpoint: Optional[str] = None, seed: int = 0) -> dict:
+    """CLIP on digit-caption pairs (captions from class names through training templates);
+    ``test_acc`` is the zero-shot accuracy with held-out templates (see
+    :func:`survey_lib.captions.train_clip`), plus retrieval recall@1/5."""
+    from .captions import train_clip as _train_clip
+
+    return _train_clip(profile=profile, checkpoint=checkpoint, seed=seed)
+
+
+METHODS["clip"] = train_clip
+
+
+def train_swin(profile: str = "cpu", checkpoint: Optional[str] = None, seed: int = 0) -> dict:
+    """Swin Transformer (shifted windows, hierarchical) on the 32 px digits (see
+    :func:`survey_lib.models.swin.train_swin`; recipes in ``SWIN_TRAIN``)."""
+    from .models.swin import train_swin as _train_swin
+
+    return _train_swin(profile=profile, checkpoint=checkpoint, seed=seed)
+
+
+METHODS["swin"] = train_swin
+
+
+def train_nat(profile: str = "cpu", checkpoint: Optional[str] = None, seed: int = 0) -> dict:
+    """Neighborhood Attention Transformer on the 32 px digits (see
+    :func:`survey_lib.models.nat.train_nat`; recipes in ``NAT_TRAIN``)."""
+    from .models.nat import train_nat as _train_nat
+
+    return _train_nat(profile=profile, checkpoint=checkpoint, seed=seed)
+
+
+METHODS["nat"] = train_nat

@@ -11,9 +11,22 @@ may define ``model.on_train_step_end(step, total_steps)`` (e.g. DINO's EMA teach
 everything that must survive a resume (teacher, loss centre) inside ``model`` as submodules or
 buffers; parameters with ``requires_grad=False`` are not optimised.
 
+Several processes (``torchrun --nproc_per_node=N``, one process per GPU or per CPU socket): when
+torchrun's environment variables are present, ``fit`` initialises the process group (gloo on CPU, nccl
+on CUDA, see :mod:`survey_lib.distributed`), wraps the model in DistributedDataParallel, and shards
+every epoch with a seeded ``DistributedSampler``. ``TrainConfig.batch_size`` is the GLOBAL batch:
+each of the N processes gets ``batch_size / N`` images per step, so a recipe means the same thing on
+one process and on eight (same steps per epoch, same learning-rate schedule). The reported losses
+and accuracies are averaged over the ranks (every rank returns the same :class:`History`), the
+default evaluation is split over the ranks and summed, only rank 0 shows the progress bar and writes
+the checkpoint, and ``on_train_step_end`` is called on the unwrapped model. The step function runs
+*inside* DDP's forward (see :class:`_StepRunner`), so custom ``step_fn`` s that call methods other
+than ``forward`` (``model.compute``, ``model.teacher``) still get their gradients all-reduced.
+
 Recipe references: Loshchilov & Hutter 2019, "Decoupled Weight Decay Regularization" (AdamW),
 arXiv:1711.05101; Loshchilov & Hutter 2017, "SGDR" (cosine schedule), arXiv:1608.03983; Steiner et
-al. 2022, "How to train your ViT?", arXiv:2106.10270 (AdamW, warm-up + cosine, clip 1.0).
+al. 2022, "How to train your ViT?", arXiv:2106.10270 (AdamW, warm-up + cosine, clip 1.0); Li et al.
+2020, "PyTorch Distributed", arXiv:2006.15704 (DistributedDataParallel).
 """
 from __future__ import annotations
 
@@ -30,7 +43,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, IterableDataset, RandomSampler, Subset
+
+from .distributed import (all_gather_object, all_reduce_mean, all_reduce_sum, broadcast_object, get_rank,
+                          get_world_size, init_distributed, is_distributed, is_main_process)
 
 __all__ = [
     "TrainConfig",
@@ -44,6 +60,12 @@ __all__ = [
     "save_checkpoint",
     "load_checkpoint",
     "classification_step",
+    # re-exported from survey_lib.distributed
+    "is_distributed",
+    "get_rank",
+    "get_world_size",
+    "is_main_process",
+    "all_reduce_mean",
 ]
 
 
@@ -57,7 +79,9 @@ class TrainConfig:
 
     Attributes:
         epochs: passes over the training set.
-        batch_size: images per step.
+        batch_size: images per optimiser step, GLOBAL: under ``torchrun --nproc_per_node=N`` each
+            process gets ``batch_size // N`` (``batch_size`` must be divisible by N), so the
+            recipe (steps per epoch, schedule, gradient of the mean loss) is the same for any N.
         lr: peak learning rate (reached after warm-up).  min_lr: final learning rate of the cosine.
         warmup_epochs: linear warm-up length in epochs (fractions allowed).
         weight_decay: AdamW decoupled weight decay (not applied to biases, norms, tokens, embeddings).
@@ -71,6 +95,8 @@ class TrainConfig:
         resume: continue from ``checkpoint_path`` if it exists.
         progress: show a progress bar (None: on, unless ``SURVEY_PROGRESS=0``).
         desc: label of the progress bar.
+        find_unused_parameters: under torchrun, DDP's unused-parameter search; set True only when
+            some trainable parameters get no gradient in a step (DDP fails and says so otherwise).
     """
 
     epochs: int = 10
@@ -89,6 +115,7 @@ class TrainConfig:
     resume: bool = True
     progress: Optional[bool] = None
     desc: str = "train"
+    find_unused_parameters: bool = False
 
 
 @dataclass
@@ -289,6 +316,124 @@ def _default_eval(model: nn.Module, dataset: Dataset, batch_size: int) -> Dict[s
     return {"val_loss": loss, "val_acc": acc}
 
 
+@torch.no_grad()
+def _sharded_eval(model: nn.Module, dataset: Dataset, batch_size: int, device: torch.device) -> Dict[str, float]:
+    """The default evaluation split over the ranks: rank r scores images r, r + N, r + 2N, ...; the
+    summed loss, correct count and image count are all-reduced, so every rank gets the numbers a
+    single process would compute on the whole set (up to float summation order)."""
+    rank, world = (get_rank(), get_world_size()) if is_distributed() else (0, 1)
+    shard = Subset(dataset, range(rank, len(dataset), world))
+    loss_sum, correct, n = 0.0, 0, 0
+    for x, y in DataLoader(shard, batch_size=batch_size, shuffle=False):
+        x, y = x.to(device), torch.as_tensor(y).to(device)
+        logits = model(x)  # (B, K)
+        loss_sum += float(F.cross_entropy(logits.float(), y, reduction="sum"))
+        correct += int((logits.argmax(-1) == y).sum())
+        n += int(y.numel())
+    tot = all_reduce_sum([loss_sum, correct, n])
+    if tot[2] == 0:
+        raise ValueError("the validation set is empty")
+    return {"val_loss": float(tot[0] / tot[2]), "val_acc": float(tot[1] / tot[2])}
+
+
+class _StepRunner(nn.Module):
+    """Runs ``step_fn(model, batch)`` as its forward, so DistributedDataParallel can wrap it.
+
+    DDP all-reduces gradients only for computations that happen inside *its* forward. Wrapping the
+    step (rather than the model) means ``step_fn`` always receives the plain model, may call any of
+    its methods (``model.compute``, ``model.teacher``, attributes such as ``model.loss``), and the
+    gradients are still synchronised. The output is a tuple so DDP can find the tensors in it.
+    """
+
+    def __init__(self, model: nn.Module, step_fn: Callable[[nn.Module, Any], StepOutput]) -> None:
+        super().__init__()
+        self.model = model
+        self.__dict__["step_fn"] = step_fn  # never registered: a Module step_fn's parameters stay out of DDP
+
+    def forward(self, batch: Any):
+        out = self.step_fn(self.model, batch)
+        return out.loss, out.logits, out.targets, dict(out.metrics)
+
+
+def _sync_buffers(model: nn.Module) -> None:
+    """Copy rank 0's buffers (BatchNorm statistics, EMA centres) to every rank.
+
+    DDP broadcasts them at the start of each forward, but a forward then updates them from each
+    rank's own images; before an evaluation and at the end of ``fit`` every rank must hold rank 0's
+    model (the one in the checkpoint), or the ranks would evaluate different models.
+    """
+    if is_distributed():
+        for b in model.buffers():
+            torch.distributed.broadcast(b.data, src=0)
+
+
+def _model_device(model: nn.Module) -> torch.device:
+    p = next(model.parameters(), None)
+    return p.device if p is not None else torch.device("cpu")
+
+
+def _to_device(batch: Any, device: torch.device) -> Any:
+    """Move the tensors of a (nested list/tuple/dict) batch to ``device``; no-op on the CPU."""
+    if device.type == "cpu":
+        return batch
+    if isinstance(batch, torch.Tensor):
+        return batch.to(device, non_blocking=True)
+    if isinstance(batch, (list, tuple)):
+        moved = [_to_device(b, device) for b in batch]
+        if isinstance(batch, tuple):
+            return type(batch)(*moved) if hasattr(batch, "_fields") else tuple(moved)  # namedtuple or tuple
+        return moved
+    if isinstance(batch, dict):
+        return {k: _to_device(v, device) for k, v in batch.items()}
+    return batch
+
+
+def _make_loader(train_set: Union[Dataset, DataLoader], cfg: TrainConfig, rank: int, world: int):
+    """The training DataLoader and, with several processes, its DistributedSampler.
+
+    One process: the caller's DataLoader as is (with ``set_epoch`` called each epoch if its sampler
+    is a DistributedSampler), or a shuffled loader with a seeded generator. With N
+    processes, a Dataset gets a DistributedSampler (shuffled with ``cfg.seed``, re-shuffled each epoch
+    by ``set_epoch``) and ``cfg.batch_size // N`` images per process; a DataLoader that already has a
+    DistributedSampler is used as is; any other DataLoader is rebuilt over its dataset with a
+    DistributedSampler and ``loader.batch_size // N`` per process (its batch size is the global one),
+    keeping its ``collate_fn``, workers and ``drop_last``.
+    """
+    if world == 1:
+        if isinstance(train_set, DataLoader):
+            sampler = train_set.sampler if isinstance(train_set.sampler, DistributedSampler) else None
+            return train_set, sampler  # a DistributedSampler still gets set_epoch (a new order each epoch)
+        return DataLoader(train_set, batch_size=cfg.batch_size, shuffle=True, drop_last=cfg.drop_last,
+                          generator=torch.Generator().manual_seed(cfg.seed)), None
+    kwargs: Dict[str, Any] = {}
+    if isinstance(train_set, DataLoader):
+        if isinstance(train_set.sampler, DistributedSampler):
+            return train_set, train_set.sampler
+        if isinstance(train_set.dataset, IterableDataset) or train_set.batch_size is None:
+            raise ValueError("under torchrun, fit shards a map-style Dataset with a DistributedSampler; this DataLoader "
+                             "has an IterableDataset or a custom batch_sampler: pass the Dataset itself, or a DataLoader "
+                             "built with sampler=DistributedSampler(dataset, seed=...)")
+        dataset, global_bs, drop_last = train_set.dataset, train_set.batch_size, train_set.drop_last
+        shuffle = isinstance(train_set.sampler, RandomSampler)
+        kwargs = dict(collate_fn=train_set.collate_fn, num_workers=train_set.num_workers,
+                      pin_memory=train_set.pin_memory, worker_init_fn=train_set.worker_init_fn,
+                      persistent_workers=train_set.persistent_workers)
+        if train_set.num_workers > 0:
+            kwargs["prefetch_factor"] = train_set.prefetch_factor
+        what = "the DataLoader's batch_size"
+    else:
+        dataset, global_bs, drop_last, shuffle, what = train_set, cfg.batch_size, cfg.drop_last, True, "batch_size"
+    if global_bs % world != 0:
+        fits = [b for b in range(world, 2 * global_bs + world, world) if abs(b - global_bs) < world]
+        raise ValueError(f"{what} {global_bs} is the global batch and must be divisible by the {world} processes; "
+                         f"use {' or '.join(map(str, fits))}")
+    sampler = DistributedSampler(dataset, num_replicas=world, rank=rank, shuffle=shuffle, seed=cfg.seed,
+                                 drop_last=drop_last)
+    loader = DataLoader(dataset, batch_size=global_bs // world, sampler=sampler, drop_last=drop_last,
+                        generator=torch.Generator().manual_seed(cfg.seed + rank), **kwargs)
+    return loader, sampler
+
+
 def fit(
     model: nn.Module,
     train_set: Union[Dataset, DataLoader],
@@ -313,23 +458,39 @@ def fit(
         History with one row per epoch (``train_loss``, ``train_acc``, ``val_loss``, ``val_acc``,
         ``lr``, ``seconds``) and every step's loss.
 
+    Under torchrun (``WORLD_SIZE`` > 1) every rank runs ``fit`` with the same arguments and gets the
+    same History: step losses and training metrics are averaged over the ranks, ``train_acc`` counts
+    every rank's images, a custom ``eval_fn`` runs on every rank (on the unwrapped model) and rank 0's
+    numbers are kept. Under nccl the model is moved to ``cuda:LOCAL_RANK`` for training and back to
+    its device at the end; a custom ``eval_fn`` must move its inputs to the model's device.
+
     Raises:
         CheckpointMismatchError: resuming from a checkpoint of another architecture.
-        ValueError: an empty training set.
+        ValueError: an empty training set; under torchrun, a batch size not divisible by the number
+            of processes, or a DataLoader that cannot be sharded.
     """
     from tqdm.auto import tqdm
 
     cfg = config or TrainConfig()
     step_fn = step_fn or classification_step(cfg.label_smoothing)
+    distributed = init_distributed()
+    rank, world = (get_rank(), get_world_size()) if distributed else (0, 1)
+    main = rank == 0
+    home = device = _model_device(model)
+    if distributed and torch.distributed.get_backend() == "nccl":
+        device = torch.device("cuda", torch.cuda.current_device())
+        model.to(device)
     if eval_fn is None and val_set is not None:
-        eval_fn = lambda m: _default_eval(m, val_set, max(cfg.batch_size, 256))  # noqa: E731
+        eval_bs = max(cfg.batch_size, 256)
+        if distributed or device.type != "cpu":
+            eval_fn = lambda m: _sharded_eval(m, val_set, eval_bs, device)  # noqa: E731
+        else:
+            eval_fn = lambda m: _default_eval(m, val_set, eval_bs)  # noqa: E731
 
-    seed_everything(cfg.seed)
-    if isinstance(train_set, DataLoader):
-        loader = train_set
-    else:
-        loader = DataLoader(train_set, batch_size=cfg.batch_size, shuffle=True, drop_last=cfg.drop_last,
-                            generator=torch.Generator().manual_seed(cfg.seed))
+    # Rank r seeds its global generators with seed + r: augmentation and dropout differ between
+    # ranks as they would between the images of one big batch; rank 0 (and a single process) = seed.
+    seed_everything(cfg.seed + rank)
+    loader, sampler = _make_loader(train_set, cfg, rank, world)
     steps_per_epoch = len(loader)
     if steps_per_epoch == 0:
         raise ValueError("the training set yields no batch; lower batch_size or set drop_last=False")
@@ -341,17 +502,45 @@ def fit(
     history = History()
     start_epoch = 0
     ckpt = Path(cfg.checkpoint_path) if cfg.checkpoint_path else None
-    if ckpt is not None and cfg.resume and ckpt.exists():
-        state = load_checkpoint(ckpt, model)
-        optimizer.load_state_dict(state["optimizer"])
-        history = History(rows=state["history"]["rows"], step_losses=state["history"]["step_losses"])
-        start_epoch = state["epoch"]
-        _set_rng_state(state["rng"], loader)
+    if ckpt is not None and cfg.resume:
+        # Rank 0 reads the file and sends it to the others: no shared filesystem needed across nodes.
+        state, error = None, None
+        if main and ckpt.exists():
+            try:
+                state = load_checkpoint(ckpt, model)
+            except Exception as e:  # re-raised on every rank below, so no rank waits forever
+                error = e
+        if distributed:
+            state, error = broadcast_object((state, error))
+            if state is not None and not main:
+                check_architecture(model, state.get("arch", {}), ckpt)
+                model.load_state_dict(state["model"])
+        if error is not None:
+            raise error
+        if state is not None:
+            optimizer.load_state_dict(state["optimizer"])
+            history = History(rows=state["history"]["rows"], step_losses=state["history"]["step_losses"])
+            start_epoch = state["epoch"]
+            per_rank = state.get("rng_per_rank")
+            if per_rank is not None and len(per_rank) == world:
+                _set_rng_state(per_rank[rank], loader)
+            elif main:  # a different number of processes: rank 0 continues rank 0's streams
+                _set_rng_state(state["rng"], loader)
+
+    runner = _StepRunner(model, step_fn)
+    if distributed:
+        from torch.nn.parallel import DistributedDataParallel
+
+        # DDP broadcasts rank 0's parameters and buffers now, so every rank starts from the same model.
+        runner = DistributedDataParallel(runner, device_ids=[device.index] if device.type == "cuda" else None,
+                                         find_unused_parameters=cfg.find_unused_parameters)
 
     bar = tqdm(total=total_steps, initial=start_epoch * steps_per_epoch, desc=cfg.desc,
-               disable=not _progress_enabled(cfg.progress), dynamic_ncols=True)
+               disable=not (main and _progress_enabled(cfg.progress)), dynamic_ncols=True)
     step = start_epoch * steps_per_epoch
     for epoch in range(start_epoch, cfg.epochs):
+        if sampler is not None:
+            sampler.set_epoch(epoch)  # a new shuffle each epoch, the same on every rank
         model.train()
         t0 = time.perf_counter()
         sums: Dict[str, float] = {}
@@ -360,26 +549,33 @@ def fit(
             lr = cosine_lr(step, total_steps, warmup_steps, cfg.lr, cfg.min_lr)
             for g in optimizer.param_groups:
                 g["lr"] = lr
-            out = step_fn(model, batch)
+            loss_t, logits, targets, metrics = runner(_to_device(batch, device))
             optimizer.zero_grad(set_to_none=True)
-            out.loss.backward()
+            loss_t.backward()  # under DDP the gradients are averaged over the ranks here
             if cfg.clip_grad is not None:
                 torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.clip_grad)
             optimizer.step()
             if hasattr(model, "on_train_step_end"):
                 model.on_train_step_end(step, total_steps)
-            loss = float(out.loss.detach())
+            loss = float(loss_t.detach())
+            correct = seen = 0
+            if logits is not None and targets is not None:
+                correct, seen = int((logits.argmax(-1) == targets).sum()), int(targets.numel())
+            if distributed:  # one small all-reduce: every rank logs (and checks) the global numbers
+                keys = sorted(metrics)
+                tot = all_reduce_sum([loss, correct, seen] + [float(metrics[k]) for k in keys])
+                loss, correct, seen = float(tot[0]) / world, int(tot[1]), int(tot[2])
+                metrics = {k: float(tot[3 + i]) / world for i, k in enumerate(keys)}
             if not math.isfinite(loss):
                 bar.close()
                 raise FloatingPointError(f"loss became {loss} at step {step} (epoch {epoch + 1}); lower lr "
                                          f"(now {lr:.2e}) or enable clip_grad")
             history.step_losses.append(loss)
             sums["train_loss"] = sums.get("train_loss", 0.0) + loss
-            for k, v in out.metrics.items():
+            for k, v in metrics.items():
                 sums[k] = sums.get(k, 0.0) + float(v)
-            if out.logits is not None and out.targets is not None:
-                n_correct += int((out.logits.argmax(-1) == out.targets).sum())
-                n_seen += int(out.targets.numel())
+            n_correct += correct
+            n_seen += seen
             n_batches += 1
             step += 1
             bar.update(1)
@@ -391,26 +587,38 @@ def fit(
             row["train_acc"] = n_correct / n_seen
         if eval_fn is not None and ((epoch + 1) % cfg.eval_every == 0 or epoch + 1 == cfg.epochs):
             rng = _get_rng_state(loader)  # evaluation must not change the training's random stream
+            _sync_buffers(model)
             model.eval()
             row.update({k: float(v) for k, v in eval_fn(model).items()})
             _set_rng_state(rng, loader)
             if "val_acc" in row:
                 bar.set_postfix(epoch=epoch + 1, loss=f"{row['train_loss']:.3f}", val_acc=f"{row['val_acc']:.3f}")
         row["seconds"] = time.perf_counter() - t0
+        if distributed:
+            row = broadcast_object(row)  # rank 0's wall time and evaluation: identical rows everywhere
         history.rows.append(row)
 
         if ckpt is not None:
-            save_checkpoint(ckpt, {
-                "model": model.state_dict(),
-                "optimizer": optimizer.state_dict(),
-                "epoch": epoch + 1,
-                "history": {"rows": history.rows, "step_losses": history.step_losses},
-                "rng": _get_rng_state(loader),
-                "config": asdict(cfg),
-                "arch": architecture_signature(model),
-            })
+            rng_per_rank = all_gather_object(_get_rng_state(loader)) if distributed else None
+            if main:
+                state = {
+                    "model": model.state_dict(),
+                    "optimizer": optimizer.state_dict(),
+                    "epoch": epoch + 1,
+                    "history": {"rows": history.rows, "step_losses": history.step_losses},
+                    "rng": _get_rng_state(loader),
+                    "config": asdict(cfg),
+                    "arch": architecture_signature(model),
+                }
+                if distributed:
+                    state["rng_per_rank"] = rng_per_rank  # each rank's streams, for an exact resume
+                    state["world_size"] = world
+                save_checkpoint(ckpt, state)
     bar.close()
+    _sync_buffers(model)  # every rank returns rank 0's model
     model.eval()
+    if device != home:
+        model.to(home)
     return history
 
 

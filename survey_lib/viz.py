@@ -237,3 +237,47 @@ def plot_pos_embed_similarity(pos_embed: torch.Tensor, grid_size: Tuple[int, int
     fig.colorbar(im, ax=axes, fraction=0.03, label="cosine similarity")
     fig.suptitle("position-embedding similarity (ViT Fig. 7)", fontsize=10)
     return fig
+
+
+# ---------------------------------------------------------------------------------------------
+# cost growth of attention mechanisms (survey_lib.evaluate.attention_cost_study)
+# ---------------------------------------------------------------------------------------------
+__all__ += ["plot_cost_growth"]
+
+
+def plot_cost_growth(df, pass_: str = "forward+backward", title: Optional[str] = None) -> Figure:
+    """Log-log time and peak memory against tokens, one line per mechanism, fitted slope in the legend.
+
+    Args:
+        df: the DataFrame of :func:`survey_lib.evaluate.attention_cost_study` (columns ``mechanism,
+            tokens, pass, ms, peak_mem_bytes``).
+        pass_: which pass to draw (``"forward"`` or ``"forward+backward"``).
+
+    The dashed grey lines are slopes 1 (linear) and 2 (quadratic) through the first point of the
+    lowest curve, for reference.
+    """
+    from .evaluate import fit_growth_exponent
+
+    sub = df[df["pass"] == pass_]
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    for ax, col, label in ((axes[0], "ms", "time per call (ms)"), (axes[1], "peak_mem_bytes", "peak memory (MiB)")):
+        scale = 1.0 if col == "ms" else 1.0 / 2**20
+        lows = []
+        for mech, g in sub.groupby("mechanism", sort=False):
+            g = g.sort_values("tokens")
+            slope = fit_growth_exponent(g["tokens"], g[col])
+            ax.plot(g["tokens"], g[col] * scale, "o-", label=f"{mech} (slope {slope:.2f})")
+            lows.append((float(g[col].iloc[0]) * scale, float(g["tokens"].iloc[0])))
+        y0, t0 = min(lows)
+        t = np.array(sorted(sub["tokens"].unique()), dtype=float)
+        for p, ls in ((1, "--"), (2, ":")):
+            ax.plot(t, y0 * (t / t0) ** p, ls, color="grey", linewidth=1, label=f"~ N^{p}")
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_xlabel("tokens N")
+        ax.set_ylabel(label)
+        ax.legend(fontsize=7)
+        ax.grid(True, which="both", alpha=0.3)
+    fig.suptitle(title or f"one attention layer, {pass_}: cost against the number of tokens", fontsize=10)
+    fig.tight_layout()
+    return fig

@@ -1,0 +1,372 @@
+"""Knowledge distillation of a ViT student from a CNN teacher, as in DeiT.
+
+Touvron et al. 2021, "Training data-efficient image transformers & distillation through attention",
+arXiv:2012.12877, Sec. 4. With Z_s the student's logits, Z_t the teacher's, psi the softmax, y the
+label, tau the temperature and y_t = argmax_c Z_t(c) the teacher's hard decision:
+
+    Eq. 2 (soft)  L = (1 - alpha) CE(psi(Z_s), y) + alpha tau^2 KL(psi(Z_t / tau) || psi(Z_s / tau))
+    Eq. 3 (hard)  L = 1/2 CE(psi(Z_s), y) + 1/2 CE(psi(Z_s), y_t)
+
+"Distillation through attention" (Sec. 4, Fig. 2): a student with a distillation token produces two
+outputs; the first term uses the class token's logits, the distillation term (KL or CE against
+y_t) uses the distillation token's logits. A student without that token (a plain ViT) uses the same
+logits in both terms: classical knowledge distillation (Hinton et al. 2015, arXiv:1503.02531).
+
+Reading guide: :class:`DistillationLoss` (both equations), :func:`deit_step` (the ``step_fn`` for
+:func:`survey_lib.train.fit`), :func:`cnn_teacher` (a small timm ResNet for the 32 px digits),
+:func:`teacher_agreement` (how often the student's argmax equals the teacher's).
+
+The paper prints Eq. 2 as KL(psi(Z_s / tau), psi(Z_t / tau)), student first, but its text ("the KL
+divergence between the softmax of the teacher and the softmax of the student") and DeiT's code
+(``F.kl_div(student_log_probs, teacher_log_probs)``) compute KL(p_t || p_s) = sum_k p_t (log p_t -
+log p_s), the teacher being the target distribution; we do the same.
+
+Deviations from the paper:
+    * KL normalisation: ``batchmean`` (the mean over samples of the per-sample KL), not DeiT's code,
+      which sums the KL over samples *and classes* and divides by ``numel = B * K``. DeiT's value is
+      ours divided by K, so with the same alpha its distillation term is K times weaker (1000x on
+      ImageNet, 10x on the digits). We use the per-sample KL so that Eq. 2 means what it says: at
+      alpha = 1/2 the label and the teacher weigh the same, whatever the number of classes.
+    * Eq. 3 is generalised as in DeiT's code: ``(1 - alpha) CE(cls, y) + alpha CE(dist, y_t)``;
+      ``alpha = 0.5`` (the default for ``'hard'``) is the paper's equation.
+    * the teacher is a ~0.3M-parameter timm ``resnet10t`` with narrow channels (DeiT: RegNetY-16GF,
+      84M parameters, 82.9% on ImageNet), trained from scratch on the 1,437 digits.
+    * no Mixup/CutMix/RandAugment/repeated augmentation (DeiT Sec. 6); the digits get random
+      1-pixel shifts only (:class:`survey_lib.data.DigitsDataset`).
+"""
+from __future__ import annotations
+
+from typing import Callable, Dict, Optional, Tuple, Union
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+
+from ..train import StepOutput, TrainConfig
+
+__all__ = [
+    "DISTILLATION_TYPES",
+    "DistillationLoss",
+    "deit_step",
+    "split_outputs",
+    "teacher_predictions",
+    "teacher_agreement",
+    "agreement_eval_fn",
+    "TEACHER_CONFIGS",
+    "cnn_teacher",
+    "TEACHER_TRAIN",
+    "teacher_train_config",
+    "DISTILL_HPARAMS",
+    "train_deit",
+]
+
+DISTILLATION_TYPES = ("none", "soft", "hard")
+
+Outputs = Union[torch.Tensor, Tuple[torch.Tensor, torch.Tensor]]
+
+
+def split_outputs(outputs: Outputs) -> Tuple[torch.Tensor, torch.Tensor]:
+    """``(cls_logits, dist_logits)`` from a distilled student's pair, or ``(z, z)`` from a plain model.
+
+    Shapes: (B, K) or a pair of (B, K) -> two (B, K).
+
+    Raises:
+        ValueError: a tuple/list that is not a pair.
+    """
+    if isinstance(outputs, torch.Tensor):
+        return outputs, outputs
+    if isinstance(outputs, (tuple, list)) and len(outputs) == 2:
+        return outputs[0], outputs[1]
+    raise ValueError(
+        "student outputs must be a (B, K) tensor or a pair (cls_logits, dist_logits), "
+        f"got {type(outputs).__name__} of length {len(outputs) if hasattr(outputs, '__len__') else '?'}"
+    )
+
+
+class DistillationLoss(nn.Module):
+    """DeiT's objective: a supervised term on the class output plus a distillation term (Eq. 2 / 3).
+
+    ``'none'``: ``base_criterion(cls_logits, labels)`` only (the teacher, if any, is not run).
+    ``'soft'``: ``(1 - alpha) * base + alpha * tau^2 * KL(softmax(Z_t / tau) || softmax(Z_dist / tau))``
+    with the KL averaged over samples (``reduction='batchmean'``, see the module docstring for why
+    not DeiT's ``sum / numel``), both distributions computed with ``log_softmax``.
+    ``'hard'``: ``(1 - alpha) * base + alpha * CE(Z_dist, argmax Z_t)``; ``alpha = 0.5`` is Eq. 3.
+
+    The teacher is put in eval mode (BatchNorm uses its running statistics and never updates them),
+    its parameters are frozen (``requires_grad_(False)``, a side effect on the module passed in),
+    and it runs under ``torch.no_grad()`` on every call, so no gradient ever reaches it. It is a
+    registered submodule, so ``loss.to(device)`` moves it.
+
+    Args:
+        base_criterion: ``(logits (B, K), labels (B,)) -> scalar``, e.g. ``nn.CrossEntropyLoss(label_smoothing=0.1)``.
+        teacher: ``images (B, C, H, W) -> logits (B, K)``; may be None only for ``'none'``.
+        distillation_type: ``'none'``, ``'soft'`` or ``'hard'``.
+        alpha: weight of the distillation term, in [0, 1].
+        tau: softmax temperature of the soft term (> 0; unused by ``'hard'``).
+        num_classes: the student's K; if given and the teacher has a ``num_classes`` attribute
+            (every timm model does), a mismatch raises at construction rather than at the first step.
+
+    Shapes:
+        forward(images (B, C, H, W), outputs (B, K) or pair of (B, K), labels (B,)) -> scalar.
+        ``terms(...)`` -> dict of scalars: ``loss``, ``base_loss``, ``distill_loss`` and, when the
+        teacher ran, ``teacher_agree`` (fraction of the batch where the student's prediction, the
+        average of its two outputs, has the teacher's argmax).
+
+    Raises:
+        ValueError: unknown ``distillation_type``; ``alpha`` outside [0, 1]; ``tau <= 0``; no teacher
+            for ``'soft'``/``'hard'``; a teacher whose number of classes differs from the student's
+            (at construction when both are known, else at the first call).
+
+    Source: Touvron et al. 2021, arXiv:2012.12877, Eq. 2-3 and Sec. 4.
+    """
+
+    def __init__(
+        self,
+        base_criterion: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+        teacher: Optional[nn.Module],
+        distillation_type: str = "hard",
+        alpha: float = 0.5,
+        tau: float = 1.0,
+        num_classes: Optional[int] = None,
+    ) -> None:
+        super().__init__()
+        if distillation_type not in DISTILLATION_TYPES:
+            raise ValueError(f"distillation_type must be one of {DISTILLATION_TYPES}, got {distillation_type!r}")
+        if not 0.0 <= alpha <= 1.0:
+            raise ValueError(f"alpha weighs the distillation term against the label term and must be in [0, 1], got {alpha}")
+        if not tau > 0.0:
+            raise ValueError(f"tau is a softmax temperature and must be > 0, got {tau}; DeiT's soft distillation uses 3.0")
+        if distillation_type != "none" and teacher is None:
+            raise ValueError(f"distillation_type={distillation_type!r} needs a teacher; pass teacher=... or use 'none'")
+        teacher_k = getattr(teacher, "num_classes", None) if teacher is not None else None
+        if num_classes is not None and isinstance(teacher_k, int) and teacher_k != num_classes:
+            raise ValueError(self._mismatch_message(teacher_k, num_classes))
+        self.base_criterion = base_criterion
+        self.teacher = teacher
+        if teacher is not None:
+            teacher.eval()
+            teacher.requires_grad_(False)
+        self.distillation_type = distillation_type
+        self.alpha = float(alpha)
+        self.tau = float(tau)
+
+    @staticmethod
+    def _mismatch_message(teacher_k: int, student_k: int) -> str:
+        return (
+            f"the teacher predicts {teacher_k} classes but the student predicts {student_k}; distillation "
+            f"compares them class by class, so build the teacher for the student's label set, e.g. "
+            f"timm.create_model(..., num_classes={student_k}), and train it on the same data"
+        )
+
+    @torch.no_grad()
+    def teacher_logits(self, images: torch.Tensor) -> torch.Tensor:
+        """The teacher's logits, in eval mode and without a graph. Shapes: (B, C, H, W) -> (B, K_t)."""
+        if self.teacher is None:
+            raise ValueError("this DistillationLoss has no teacher")
+        self.teacher.eval()  # even if someone called .train() on the loss or the teacher
+        return self.teacher(images)
+
+    def terms(self, images: torch.Tensor, outputs: Outputs, labels: torch.Tensor) -> Dict[str, torch.Tensor]:
+        """The loss and its parts (see the class docstring). Shapes: as ``forward``."""
+        z_cls, z_dist = split_outputs(outputs)  # (B, K), (B, K)
+        base = self.base_criterion(z_cls, labels)
+        if self.distillation_type == "none":
+            zero = base.new_zeros(())
+            return {"loss": base, "base_loss": base.detach(), "distill_loss": zero}
+
+        z_t = self.teacher_logits(images)  # (B, K), no graph
+        if z_t.shape[-1] != z_dist.shape[-1]:
+            raise ValueError(self._mismatch_message(z_t.shape[-1], z_dist.shape[-1]))
+        if self.distillation_type == "soft":
+            T = self.tau
+            log_p_s = F.log_softmax(z_dist / T, dim=-1)  # (B, K)
+            log_p_t = F.log_softmax(z_t / T, dim=-1)  # (B, K)
+            # KL(p_t || p_s) = sum_k p_t (log p_t - log p_s), averaged over the batch ("batchmean").
+            distill = F.kl_div(log_p_s, log_p_t, reduction="batchmean", log_target=True) * (T * T)
+        else:  # hard
+            distill = F.cross_entropy(z_dist, z_t.argmax(dim=-1))
+        loss = (1.0 - self.alpha) * base + self.alpha * distill
+        with torch.no_grad():
+            pred = ((z_cls + z_dist) / 2).argmax(dim=-1)  # (B,) the student's test-time decision
+            agree = (pred == z_t.argmax(dim=-1)).float().mean()
+        return {"loss": loss, "base_loss": base.detach(), "distill_loss": distill.detach(), "teacher_agree": agree}
+
+    def forward(self, images: torch.Tensor, outputs: Outputs, labels: torch.Tensor) -> torch.Tensor:
+        return self.terms(images, outputs, labels)["loss"]
+
+    def extra_repr(self) -> str:
+        return f"distillation_type={self.distillation_type!r}, alpha={self.alpha}, tau={self.tau}, kl='batchmean'"
+
+
+def deit_step(criterion: DistillationLoss) -> Callable[[nn.Module, object], StepOutput]:
+    """A ``step_fn`` for :func:`survey_lib.train.fit` that trains a student with ``criterion``.
+
+    The training accuracy is computed on the average of the two outputs (the test-time prediction);
+    the loss parts and the batch agreement with the teacher are logged as per-epoch metrics
+    (``base_loss``, ``distill_loss``, ``teacher_agree``).
+    """
+
+    def step(model: nn.Module, batch) -> StepOutput:
+        x, y = batch
+        outputs = model(x)  # (B, K) or pair of (B, K)
+        parts = criterion.terms(x, outputs, y)
+        z_cls, z_dist = split_outputs(outputs)
+        logits = ((z_cls + z_dist) / 2).detach()  # (B, K)
+        metrics = {k: float(v) for k, v in parts.items() if k != "loss"}
+        return StepOutput(parts["loss"], logits, y, metrics)
+
+    return step
+
+
+# ---------------------------------------------------------------------------------------------
+# agreement between student and teacher
+# ---------------------------------------------------------------------------------------------
+def _loader(data: Union[Dataset, DataLoader], batch_size: int) -> DataLoader:
+    return data if isinstance(data, DataLoader) else DataLoader(data, batch_size=batch_size, shuffle=False)
+
+
+@torch.no_grad()
+def teacher_predictions(model: nn.Module, data: Union[Dataset, DataLoader], batch_size: int = 256) -> torch.Tensor:
+    """Argmax predictions of ``model`` (eval mode) over ``data``. Shapes: returns (n,) int64."""
+    from ..evaluate import predict
+
+    logits, _ = predict(model, data, batch_size)
+    return logits.argmax(-1)
+
+
+def teacher_agreement(student: nn.Module, teacher: Union[nn.Module, torch.Tensor],
+                      data: Union[Dataset, DataLoader], batch_size: int = 256) -> float:
+    """Fraction of ``data`` on which the student's argmax equals the teacher's (both in eval mode).
+
+    Args:
+        teacher: a model, or its precomputed predictions (n,) from :func:`teacher_predictions`.
+    """
+    t = teacher if isinstance(teacher, torch.Tensor) else teacher_predictions(teacher, data, batch_size)
+    s = teacher_predictions(student, data, batch_size)
+    if s.shape != t.shape:
+        raise ValueError(f"{len(t)} teacher predictions for {len(s)} samples")
+    return float((s == t).float().mean())
+
+
+def agreement_eval_fn(val_set: Dataset, teacher: nn.Module, batch_size: int = 256) -> Callable[[nn.Module], Dict[str, float]]:
+    """An ``eval_fn`` for :func:`survey_lib.train.fit`: ``val_loss``, ``val_acc`` and ``val_agree``.
+
+    The teacher's predictions on ``val_set`` are computed once, here.
+    """
+    from ..evaluate import predict
+
+    t = teacher_predictions(teacher, val_set, batch_size)
+
+    def eval_fn(model: nn.Module) -> Dict[str, float]:
+        logits, labels = predict(model, val_set, batch_size)
+        pred = logits.argmax(-1)
+        return {
+            "val_loss": float(F.cross_entropy(logits, labels)),
+            "val_acc": float((pred == labels).float().mean()),
+            "val_agree": float((pred == t).float().mean()),
+        }
+
+    return eval_fn
+
+
+# ---------------------------------------------------------------------------------------------
+# the CNN teacher and the recipes
+# ---------------------------------------------------------------------------------------------
+#: timm ``resnet10t`` (deep-tiered stem, one BasicBlock per stage, average-pool shortcuts) with
+#: narrow channels for 32 x 32 one-channel digits, by profile. ``cpu``: ~0.32M parameters,
+#: ~5.6 MFLOPs per image.
+TEACHER_CONFIGS: Dict[str, dict] = {
+    "smoke": dict(model_name="resnet10t", channels=(8, 16, 32, 64), stem_width=8),
+    "cpu": dict(model_name="resnet10t", channels=(16, 32, 64, 128), stem_width=16),
+    "full": dict(model_name="resnet10t", channels=(64, 128, 256, 512), stem_width=32),
+}
+
+#: Training recipes of the teacher (``survey_lib.train.TrainConfig`` fields) by profile.
+#: cpu: measured 100% test accuracy (360/360) after 15 epochs, ~40 s on one thread
+#: (notebooks/02_deit.ipynb); 30 epochs gave 99.7%.
+TEACHER_TRAIN: Dict[str, dict] = {
+    "smoke": dict(epochs=1, batch_size=128, lr=2e-3, warmup_epochs=0.2),
+    "cpu": dict(epochs=15, batch_size=64, lr=2e-3, warmup_epochs=1, weight_decay=0.05, label_smoothing=0.1),
+    "full": dict(epochs=100, batch_size=128, lr=2e-3, warmup_epochs=5, weight_decay=0.05, label_smoothing=0.1),
+}
+
+#: DeiT's hyper-parameters of the distillation term: soft tau = 3, alpha (the paper's lambda) = 0.1
+#: ("the typical values", Sec. 6, after Cho & Hariharan 2019); hard alpha = 1/2 (Eq. 3).
+DISTILL_HPARAMS: Dict[str, dict] = {
+    "none": dict(alpha=0.0, tau=1.0),
+    "soft": dict(alpha=0.1, tau=3.0),
+    "hard": dict(alpha=0.5, tau=1.0),
+}
+
+
+def cnn_teacher(profile: str = "cpu", in_chans: int = 1, num_classes: int = 10, **overrides) -> nn.Module:
+    """A small timm ResNet (randomly initialised, ``pretrained=False``) to serve as DeiT's teacher.
+
+    Args:
+        profile: key of :data:`TEACHER_CONFIGS`.
+        overrides: replace ``model_name`` or any timm ``ResNet`` argument (``channels``, ``stem_width``, ...).
+
+    Shapes: (B, in_chans, H, W) -> (B, num_classes).
+
+    Raises:
+        ValueError: unknown profile.
+    """
+    import timm
+
+    if profile not in TEACHER_CONFIGS:
+        raise ValueError(f"unknown profile {profile!r}; choose one of {sorted(TEACHER_CONFIGS)}")
+    cfg = {**TEACHER_CONFIGS[profile], **overrides}
+    name = cfg.pop("model_name")
+    return timm.create_model(name, pretrained=False, in_chans=in_chans, num_classes=num_classes, **cfg)
+
+
+def teacher_train_config(profile: str, **overrides) -> TrainConfig:
+    """The :class:`TrainConfig` of the CNN teacher for ``profile``, with overrides."""
+    if profile not in TEACHER_TRAIN:
+        raise ValueError(f"unknown profile {profile!r}; choose one of {sorted(TEACHER_TRAIN)}")
+    return TrainConfig(**{**TEACHER_TRAIN[profile], **overrides})
+
+
+def train_deit(profile: str = "cpu", checkpoint: Optional[str] = None, seed: int = 0,
+               distillation_type: str = "hard") -> dict:
+    """DeiT on the digits: train the CNN teacher, then the distilled ViT with the ViT's recipe.
+
+    The student uses :func:`survey_lib.methods.vit_train_config` unchanged (same epochs, lr and label
+    smoothing as ``survey train vit``), so the two recipes compare directly. With ``checkpoint``,
+    the teacher is checkpointed to ``<checkpoint>.teacher`` and the student to ``checkpoint``.
+
+    Returns:
+        ``model``, ``history`` (the student's), ``test_acc``, ``seconds`` (teacher + student),
+        ``teacher_acc``, ``teacher_seconds``, ``agreement`` (student vs teacher on the
+        test split).
+    """
+    from ..data import DigitsDataset
+    from ..evaluate import accuracy
+    from ..methods import vit_train_config
+    from ..models.deit import deit_for_profile
+    from ..train import fit, seed_everything
+
+    train_set, test_set = DigitsDataset(train=True, augment=True), DigitsDataset(train=False)
+    seed_everything(seed)
+    teacher = cnn_teacher(profile)
+    t_cfg = teacher_train_config(profile, seed=seed, desc=f"teacher [{profile}]",
+                                 checkpoint_path=f"{checkpoint}.teacher" if checkpoint else None)
+    t_hist = fit(teacher, train_set, test_set, t_cfg)
+
+    seed_everything(seed)
+    student = deit_for_profile(profile)
+    criterion = DistillationLoss(nn.CrossEntropyLoss(label_smoothing=0.1), teacher, distillation_type,
+                                 num_classes=student.num_classes, **DISTILL_HPARAMS[distillation_type])
+    cfg = vit_train_config(profile, seed=seed, checkpoint_path=checkpoint, desc=f"deit-{distillation_type} [{profile}]")
+    history = fit(student, train_set, None, cfg, step_fn=deit_step(criterion),
+                  eval_fn=agreement_eval_fn(test_set, teacher))
+    return {
+        "model": student,
+        "history": history,
+        "test_acc": accuracy(student, test_set),
+        "seconds": t_hist.seconds + history.seconds,
+        "teacher_acc": accuracy(teacher, test_set),
+        "teacher_seconds": t_hist.seconds,
+        "agreement": teacher_agreement(student, teacher, test_set),
+    }

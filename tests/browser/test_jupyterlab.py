@@ -1,0 +1,206 @@
+"""01_vit.ipynb in a real JupyterLab, driven by headless Chromium: every cell runs without error
+under ``PROFILE = "smoke"``, and the attention explorer renders and answers a slider change and a
+click on a patch. Screenshots go to ``build/test-artifacts/``.
+
+Run with ``make test-browser`` (Debian's ``chromium`` + Playwright for Python; Playwright never
+downloads a browser here: it drives ``/usr/bin/chromium``). Everything listens on 127.0.0.1 only.
+"""
+import json
+import os
+import re
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import nbformat
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+NOTEBOOK = ROOT / "notebooks" / "01_vit.ipynb"
+ARTIFACTS = ROOT / "build" / "test-artifacts"
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+SERVER_START_S, PAGE_S, RUN_ALL_S = 120, 120, 900
+
+playwright_api = pytest.importorskip("playwright.sync_api", reason="run `make test-browser` (it pip-installs playwright)")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _smoke_copy(dest: Path) -> Path:
+    """The notebook with its parameters cell set to PROFILE = "smoke" (outputs stay empty)."""
+    nb = nbformat.read(NOTEBOOK, as_version=4)
+    cell = next(c for c in nb.cells if "parameters" in c.metadata.get("tags", []))
+    cell.source, n = re.subn(r'^PROFILE\s*=\s*"[a-z]+"', 'PROFILE = "smoke"', cell.source, flags=re.M)
+    assert n == 1, f"no PROFILE assignment in the parameters cell:\n{cell.source}"
+    path = dest / NOTEBOOK.name
+    nbformat.write(nb, path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def lab(tmp_path_factory):
+    """A JupyterLab server on 127.0.0.1 (random port, random token) serving a smoke copy of the notebook."""
+    if not Path(CHROMIUM).exists():
+        pytest.fail(f"{CHROMIUM} is missing: run `make test-browser` (it installs Debian's chromium)", pytrace=False)
+    work = tmp_path_factory.mktemp("lab")
+    _smoke_copy(work)
+    port, token = _free_port(), secrets.token_hex(16)
+    env = {**os.environ, "SURVEY_FIGURES_DIR": str(work / "figures"), "SURVEY_NUM_THREADS": "1",
+           "OMP_NUM_THREADS": "1", "SURVEY_PROGRESS": "0", "JUPYTER_RUNTIME_DIR": str(work / "runtime"),
+           "JUPYTER_CONFIG_DIR": str(work / "config"), "JUPYTERLAB_WORKSPACES_DIR": str(work / "workspaces")}
+    # nothing may reach out of the machine: no news feed, no update check, no PyPI extension manager
+    (work / "config").mkdir()
+    (work / "config" / "jupyter_lab_config.py").write_text(
+        "c.LabApp.news_url = None\n"
+        "c.LabApp.extension_manager = 'readonly'\n"
+        "c.LabApp.check_for_updates_class = 'jupyterlab.NeverCheckForUpdate'\n"
+        "c.LabApp.expose_app_in_browser = True\n")
+    cmd = [sys.executable, "-m", "jupyterlab", "--no-browser", "--ip=127.0.0.1", f"--port={port}",
+           "--ServerApp.port_retries=0", f"--IdentityProvider.token={token}", f"--ServerApp.root_dir={work}",
+           f"--LabApp.user_settings_dir={work / 'settings'}", f"--LabApp.workspaces_dir={work / 'workspaces'}"]
+    if os.geteuid() == 0:  # CI and this machine run as root
+        cmd.append("--allow-root")
+    log = open(work / "jupyterlab.log", "w")
+    proc = subprocess.Popen(cmd, cwd=work, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + SERVER_START_S
+        while True:
+            if proc.poll() is not None:
+                raise RuntimeError(f"JupyterLab exited with {proc.returncode}:\n{(work / 'jupyterlab.log').read_text()[-3000:]}")
+            try:
+                with urllib.request.urlopen(f"{base}/api/status?token={token}", timeout=5) as r:
+                    if r.status == 200:
+                        break
+            except OSError:
+                pass
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"JupyterLab did not answer within {SERVER_START_S} s")
+            time.sleep(0.5)
+        yield {"base": base, "token": token, "dir": work}
+    finally:
+        _stop_server(proc, base, token)
+        log.close()
+
+
+def _stop_server(proc: subprocess.Popen, base: str, token: str) -> None:
+    """Ask the server to shut down (it stops its kernels), then SIGTERM / SIGKILL our own process group."""
+    if proc.poll() is None:
+        try:
+            req = urllib.request.Request(f"{base}/api/shutdown?token={token}", method="POST", data=b"")
+            urllib.request.urlopen(req, timeout=10).close()
+            proc.wait(timeout=30)
+        except (OSError, subprocess.TimeoutExpired):
+            pass
+    for sig, wait in ((signal.SIGTERM, 15), (signal.SIGKILL, 5)):
+        if proc.poll() is not None:
+            break
+        os.killpg(proc.pid, sig)  # the group created by start_new_session: only this server
+        try:
+            proc.wait(timeout=wait)
+        except subprocess.TimeoutExpired:
+            pass
+
+
+CELL_STATE_JS = """() => {
+  const panel = window.jupyterapp.shell.currentWidget;
+  const cells = panel.content.widgets.filter(c => c.model.type === 'code');
+  const errors = [];
+  cells.forEach((c, i) => c.model.outputs.toJSON().forEach(o => {
+    if (o.output_type === 'error') errors.push({cell: i, ename: o.ename, evalue: o.evalue});
+  }));
+  const kernel = panel.sessionContext.session && panel.sessionContext.session.kernel;
+  return {n: cells.length, executed: cells.filter(c => c.model.executionCount !== null).length,
+          errors: errors, status: kernel ? kernel.status : 'none'};
+}"""
+
+
+def _caption(page) -> str:
+    return page.locator(".attention-explorer-caption").inner_text()
+
+
+def _query_in_caption(text: str) -> int:
+    return int(re.search(r"query patch (\d+)", text).group(1))
+
+
+def test_notebook_runs_in_jupyterlab_and_the_explorer_responds(lab):
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    t0 = time.monotonic()
+    with playwright_api.sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_FLAGS)
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 1000})
+            page.set_default_timeout(PAGE_S * 1000)
+            page.goto(f"{lab['base']}/lab/tree/{NOTEBOOK.name}?token={lab['token']}")
+            page.wait_for_function("() => window.jupyterapp && window.jupyterapp.shell.currentWidget "
+                                   "&& window.jupyterapp.shell.currentWidget.sessionContext "
+                                   "&& window.jupyterapp.shell.currentWidget.sessionContext.session "
+                                   "&& window.jupyterapp.shell.currentWidget.sessionContext.session.kernel "
+                                   "&& window.jupyterapp.shell.currentWidget.sessionContext.session.kernel.status === 'idle'")
+            page.evaluate("() => window.jupyterapp.commands.execute('notebook:run-all-cells')")
+            deadline = time.monotonic() + RUN_ALL_S
+            while True:
+                state = page.evaluate(CELL_STATE_JS)
+                if state["errors"] or (state["executed"] == state["n"] and state["status"] == "idle"):
+                    break
+                if time.monotonic() > deadline:
+                    page.screenshot(path=str(ARTIFACTS / "jupyterlab_timeout.png"))
+                    pytest.fail(f"run-all did not finish in {RUN_ALL_S} s: {state}")
+                time.sleep(1.0)
+            run_s = time.monotonic() - t0
+            if state["errors"]:
+                page.screenshot(path=str(ARTIFACTS / "jupyterlab_error.png"), full_page=True)
+            assert not state["errors"], f"cells raised in JupyterLab: {state['errors']}"
+
+            explorer = page.locator(".attention-explorer")
+            explorer.scroll_into_view_if_needed()
+            view = explorer.locator("img.attention-explorer-view")
+            view.wait_for(state="visible")
+            before_caption, before_png = _caption(page), view.get_attribute("src")
+            q0 = _query_in_caption(before_caption)
+            page.wait_for_timeout(500)
+            explorer.screenshot(path=str(ARTIFACTS / "jupyterlab_explorer_before.png"))
+
+            # a slider change, as a person makes it: focus the query slider's handle, press the right arrow
+            handle = page.locator(".attention-explorer-query-patch .noUi-handle")
+            handle.focus()
+            page.keyboard.press("ArrowRight")
+            page.wait_for_function(f"() => /query patch {q0 + 1} /.test(document.querySelector('.attention-explorer-caption').innerText)")
+            page.wait_for_function(f"(src) => document.querySelector('img.attention-explorer-view').src !== src", arg=before_png)
+            assert page.locator(".attention-explorer-query-patch .widget-readout").inner_text().strip() == str(q0 + 1)
+
+            # a click on another patch of the rollout panel (ipyevents) moves the query there
+            box = view.bounding_box()
+            caption = _caption(page)
+            view.click(position={"x": box["width"] * 0.80, "y": box["height"] * 0.35})
+            page.wait_for_function("(c) => document.querySelector('.attention-explorer-caption').innerText !== c", arg=caption)
+            q_click = _query_in_caption(_caption(page))
+            assert q_click != q0 + 1
+            assert page.locator(".attention-explorer-query-patch .widget-readout").inner_text().strip() == str(q_click)
+            page.wait_for_timeout(500)
+            explorer.screenshot(path=str(ARTIFACTS / "jupyterlab_explorer_after.png"))
+            page.screenshot(path=str(ARTIFACTS / "jupyterlab_01_vit.png"))
+
+            # the saved notebook agrees: every code cell executed, no error output
+            page.evaluate("() => window.jupyterapp.commands.execute('docmanager:save')")
+            page.wait_for_function("() => !window.jupyterapp.shell.currentWidget.context.model.dirty")
+        finally:
+            browser.close()
+    saved = nbformat.read(lab["dir"] / NOTEBOOK.name, as_version=4)
+    code = [c for c in saved.cells if c.cell_type == "code"]
+    assert all(c.execution_count for c in code)
+    assert not [o for c in code for o in c.outputs if o.output_type == "error"]
+    (ARTIFACTS / "jupyterlab_timing.json").write_text(json.dumps(
+        {"open_and_run_all_s": round(run_s, 1), "total_s": round(time.monotonic() - t0, 1),
+         "query_after_arrow": q0 + 1, "query_after_click": q_click}))

@@ -1,0 +1,364 @@
+"""CLIP and SimCLR: the losses against open_clip and against hand-written formulas, the towers,
+the tokenizer offline, the caption data, zero-shot and retrieval helpers, and every bad input."""
+import math
+import socket
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from survey_lib.captions import (
+    HELDOUT_TEMPLATES,
+    TRAIN_TEMPLATES,
+    CaptionedDigits,
+    TwoViews,
+    check_templates,
+    fill_template,
+    retrieval_recall,
+    zero_shot_weights,
+    encode_captions,
+)
+from survey_lib.data import DigitsDataset
+from survey_lib.models.clip import CLIP, CaptionTokenizer, TextTransformer, clip_for_profile, open_clip_for_profile
+from survey_lib.objectives.infonce import (
+    INIT_LOGIT_SCALE,
+    ClipLoss,
+    NTXentLoss,
+    SimCLR,
+    clip_step,
+    infonce_review_eq5,
+    scale_from_log,
+    simclr_step,
+)
+from survey_lib.train import TrainConfig, fit
+
+open_clip = pytest.importorskip("open_clip")
+
+
+def _features(B=8, E=16, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    img = F.normalize(torch.randn(B, E, generator=g), dim=-1)
+    txt = F.normalize(torch.randn(B, E, generator=g), dim=-1)
+    return img, txt
+
+
+# ---------------------------------------------------------------------------------------------
+# ClipLoss == open_clip.loss.ClipLoss, forward and backward
+# ---------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("B", [1, 5, 32])
+def test_clip_loss_equals_open_clip_forward_and_backward(B):
+    img0, txt0 = _features(B)
+    results = []
+    for loss_fn in (ClipLoss(), open_clip.loss.ClipLoss()):
+        img, txt = img0.clone().requires_grad_(), txt0.clone().requires_grad_()
+        log_scale = torch.tensor(INIT_LOGIT_SCALE, requires_grad=True)
+        loss = loss_fn(img, txt, log_scale.exp())
+        loss.backward()
+        results.append((loss.detach(), img.grad, txt.grad, log_scale.grad))
+    for ours, theirs in zip(*results):
+        torch.testing.assert_close(ours, theirs, atol=1e-6, rtol=0)
+
+
+def test_clip_loss_equals_open_clip_through_open_clip_model():
+    """Same features and scale from a real (tiny, random) open_clip CLIP: equal loss and equal
+    gradients on every parameter of the model. In float64: in float32 the summation order alone
+    moves the (large, ~10) embedding gradients by a few 1e-6."""
+    torch.manual_seed(0)
+    model = open_clip_for_profile("smoke").double()
+    images = torch.randn(6, 3, 32, 32, dtype=torch.float64)
+    tokens = CaptionTokenizer(16)([fill_template(TRAIN_TEMPLATES[k % 8], k) for k in range(6)])
+    grads = []
+    for loss_fn in (ClipLoss(), open_clip.loss.ClipLoss()):
+        model.zero_grad()
+        img, txt, scale = model(images, tokens)
+        loss = loss_fn(img, txt, scale)
+        loss.backward()
+        grads.append((loss.detach(), {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}))
+    torch.testing.assert_close(grads[0][0], grads[1][0], atol=1e-6, rtol=0)
+    assert grads[0][1].keys() == grads[1][1].keys() and "logit_scale" in grads[0][1]
+    for n in grads[0][1]:
+        torch.testing.assert_close(grads[0][1][n], grads[1][1][n], atol=1e-6, rtol=0, msg=n)
+
+
+def test_clip_loss_is_the_review_eq4():
+    """L = -1/(2N) sum_i [log softmax_j(s(v_i,t_j)/tau)_i + log softmax_j(s(v_j,t_i)/tau)_i], by hand."""
+    img, txt = _features(4, 3, seed=1)
+    tau = 0.07
+    s = (img @ txt.T).tolist()
+    N = 4
+    total = 0.0
+    for i in range(N):
+        total += math.log(math.exp(s[i][i] / tau) / sum(math.exp(s[i][j] / tau) for j in range(N)))
+        total += math.log(math.exp(s[i][i] / tau) / sum(math.exp(s[j][i] / tau) for j in range(N)))
+    expected = -total / (2 * N)
+    assert ClipLoss()(img, txt, 1 / tau).item() == pytest.approx(expected, abs=1e-5)
+    parts = ClipLoss()(img, txt, 1 / tau, output_dict=True)
+    assert parts["contrastive_loss"].item() == pytest.approx((parts["loss_i2t"] + parts["loss_t2i"]).item() / 2)
+
+
+def test_clip_loss_normalize_option():
+    img, txt = _features(5)
+    assert torch.allclose(ClipLoss(normalize=True)(3 * img, 0.5 * txt, 10.0), ClipLoss()(img, txt, 10.0), atol=1e-6)
+
+
+# ---------------------------------------------------------------------------------------------
+# the temperature: stored as a log, exponentiated once, clamped at ln 100
+# ---------------------------------------------------------------------------------------------
+def test_logit_scale_init_clamp_and_gradient():
+    model = clip_for_profile("smoke")
+    assert model.logit_scale.item() == pytest.approx(math.log(1 / 0.07))
+    assert scale_from_log(model.logit_scale).item() == pytest.approx(1 / 0.07, rel=1e-6)
+    with torch.no_grad():
+        model.logit_scale.fill_(7.0)  # exp(7) = 1097 > 100
+    x = torch.randn(3, 1, 32, 32)
+    tokens = CaptionTokenizer(16)(["a 1.", "a 2.", "a 3."])
+    img, txt, scale = model(x, tokens)
+    assert scale.item() == pytest.approx(100.0, rel=1e-6)
+    ClipLoss()(img, txt, scale).backward()
+    assert model.logit_scale.grad.item() == 0.0  # above the cap the temperature gets no gradient
+    # the training step clamps the stored parameter itself, as open_clip's loop does
+    clip_step()(model, (x, tokens))
+    assert model.logit_scale.item() == pytest.approx(math.log(100.0), rel=1e-6)
+
+
+def test_features_are_normalised_and_shaped():
+    model = clip_for_profile("smoke")
+    tokens = CaptionTokenizer(16)(["a handwritten 7.", "the number three."])
+    img, txt, scale = model(torch.randn(2, 1, 32, 32), tokens)
+    assert img.shape == txt.shape == (2, 32) and scale.ndim == 0
+    torch.testing.assert_close(img.norm(dim=-1), torch.ones(2))
+    torch.testing.assert_close(txt.norm(dim=-1), torch.ones(2))
+
+
+# ---------------------------------------------------------------------------------------------
+# NT-Xent
+# ---------------------------------------------------------------------------------------------
+def test_ntxent_hand_computable_two_pairs():
+    """N = 2 images, 2-D unit features with known cosines.
+
+    a = (1, 0), a' = (0.6, 0.8), b = (0, 1), b' = (-0.6, 0.8). Cosines: s(a,a') = 0.6, s(a,b) = 0,
+    s(a,b') = -0.6, s(a',b) = 0.8, s(a',b') = 0.28, s(b,b') = 0.8. Each of the 4 anchors has one
+    positive and 2N - 2 = 2 negatives.
+    """
+    tau = 0.5
+    z_a = torch.tensor([[1.0, 0.0], [0.0, 1.0]])  # a, b
+    z_b = torch.tensor([[0.6, 0.8], [-0.6, 0.8]])  # a', b'
+    e = lambda s: math.exp(s / tau)  # noqa: E731
+    l_a = -math.log(e(0.6) / (e(0.6) + e(0.0) + e(-0.6)))  # anchor a: positive a', negatives b, b'
+    l_b = -math.log(e(0.8) / (e(0.8) + e(0.0) + e(0.8)))  # anchor b: positive b', negatives a, a'
+    l_a2 = -math.log(e(0.6) / (e(0.6) + e(0.8) + e(0.28)))  # anchor a': positive a, negatives b, b'
+    l_b2 = -math.log(e(0.8) / (e(0.8) + e(-0.6) + e(0.28)))  # anchor b': positive b, negatives a, a'
+    expected = (l_a + l_b + l_a2 + l_b2) / 4
+    assert NTXentLoss(temperature=tau)(z_a, z_b).item() == pytest.approx(expected, abs=1e-6)
+    # the review's Eq. 5: anchors a and b only, negatives from the same view only
+    eq5 = (-math.log(e(0.6) / (e(0.6) + e(0.0))) - math.log(e(0.8) / (e(0.8) + e(0.0)))) / 2
+    assert infonce_review_eq5(z_a, z_b, temperature=tau).item() == pytest.approx(eq5, abs=1e-6)
+    assert abs(eq5 - expected) > 0.1
+
+
+def test_ntxent_matches_loop_formula_and_is_scale_invariant():
+    g = torch.Generator().manual_seed(3)
+    N, tau = 5, 0.2
+    z_a, z_b = torch.randn(N, 7, generator=g), torch.randn(N, 7, generator=g)
+    z = F.normalize(torch.cat([z_a, z_b]), dim=-1)
+    s = (z @ z.T).tolist()
+    total = 0.0
+    for i in range(2 * N):
+        pos = (i + N) % (2 * N)
+        total += -math.log(math.exp(s[i][pos] / tau) / sum(math.exp(s[i][k] / tau) for k in range(2 * N) if k != i))
+    loss = NTXentLoss(tau)(z_a, z_b)
+    assert loss.item() == pytest.approx(total / (2 * N), abs=1e-5)
+    assert NTXentLoss(tau)(4 * z_a, 0.1 * z_b).item() == pytest.approx(loss.item(), abs=1e-5)  # cosine
+
+
+def test_ntxent_gradients_finite_for_identical_views():
+    z = torch.randn(4, 8, requires_grad=True)
+    NTXentLoss(0.1)(z, z).backward()  # masked diagonal is -inf: no NaN may leak into the gradient
+    assert torch.isfinite(z.grad).all()
+
+
+# ---------------------------------------------------------------------------------------------
+# the text tower
+# ---------------------------------------------------------------------------------------------
+def test_text_tower_is_causal_and_pools_the_eot_token():
+    torch.manual_seed(0)
+    tower = TextTransformer(vocab_size=100, context_length=8, width=16, depth=2, num_heads=2, eot_token_id=99)
+    tower.eval()
+    tokens = torch.tensor([[1, 5, 6, 99, 0, 0, 0, 0]])
+    changed = tokens.clone()
+    changed[0, 5] = 42  # after the EOT token: padding content
+    feats, feats2 = tower.forward_features(tokens), tower.forward_features(changed)
+    torch.testing.assert_close(feats[:, :5], feats2[:, :5])  # positions <= 4 never see position 5
+    torch.testing.assert_close(tower(tokens), tower(changed))
+    torch.testing.assert_close(tower(tokens), feats[:, 3])  # pooled at the EOT position
+    edited = tokens.clone()
+    edited[0, 1] = 7
+    assert not torch.allclose(tower(tokens), tower(edited))  # the EOT feature sees the whole caption
+    maps = tower.get_attention_maps(tokens)
+    assert len(maps) == 2 and torch.all(maps[0][0, :, 0, 1:] == 0)  # token 0 attends only to itself
+
+
+def test_text_tower_errors():
+    tower = TextTransformer(vocab_size=100, context_length=8, width=16, depth=1, num_heads=2, eot_token_id=99)
+    with pytest.raises(ValueError, match="exceed context_length 8"):
+        tower(torch.full((1, 9), 99))
+    with pytest.raises(ValueError, match="end-of-text token"):
+        tower(torch.tensor([[1, 2, 3]]))
+
+
+# ---------------------------------------------------------------------------------------------
+# tokenizer: open_clip's vocabulary, offline
+# ---------------------------------------------------------------------------------------------
+def test_tokenizer_works_offline(monkeypatch):
+    import open_clip.tokenizer as oct
+    from survey_lib.models import clip as clip_module
+
+    def no_network(*args, **kwargs):
+        raise AssertionError("the tokenizer tried to open a network connection")
+
+    monkeypatch.setattr(socket.socket, "connect", no_network)
+    monkeypatch.setattr(socket, "create_connection", no_network)
+    clip_module._simple_tokenizer.cache_clear()  # build it again with the network blocked
+    tok = CaptionTokenizer(context_length=16)
+    out = tok(["a photo of the digit seven.", "a handwritten 7."])
+    assert out.shape == (2, 16) and out.dtype == torch.int64
+    assert tok.vocab_size == 49408 and (out[:, 0] == tok.sot_token_id).all()
+    torch.testing.assert_close(out, oct.tokenize(["a photo of the digit seven.", "a handwritten 7."], context_length=16))
+    assert tok.decode(out[1]) == "a handwritten 7 ."
+    long = tok(["one " * 40])
+    assert long[0, -1] == tok.eot_token_id  # truncated, still ends with the end token
+
+
+def test_tokenizer_errors():
+    tok = CaptionTokenizer(16)
+    with pytest.raises(ValueError, match="empty caption list"):
+        tok([])
+    with pytest.raises(ValueError, match="must be strings"):
+        tok(["ok", 3])
+    with pytest.raises(ValueError, match="context_length must be >= 3"):
+        CaptionTokenizer(2)
+
+
+# ---------------------------------------------------------------------------------------------
+# bad inputs: mismatched batches, empty caption lists
+# ---------------------------------------------------------------------------------------------
+def test_mismatched_batch_sizes_raise():
+    img, txt = _features(4)
+    with pytest.raises(ValueError, match="batch sizes differ: 4 images vs 3 texts"):
+        ClipLoss()(img, txt[:3], 10.0)
+    with pytest.raises(ValueError, match="feature widths differ"):
+        ClipLoss()(img, txt[:, :5], 10.0)
+    with pytest.raises(ValueError, match="batch sizes differ: 4 first views vs 2 second views"):
+        NTXentLoss()(img, txt[:2])
+    with pytest.raises(ValueError, match="batch sizes differ"):
+        infonce_review_eq5(img, txt[:2])
+    with pytest.raises(ValueError, match="empty batch"):
+        ClipLoss()(img[:0], txt[:0], 10.0)
+    model = clip_for_profile("smoke")
+    with pytest.raises(ValueError, match="3 images vs 2 captions"):
+        model(torch.randn(3, 1, 32, 32), CaptionTokenizer(16)(["a 1.", "a 2."]))
+    with pytest.raises(ValueError, match="batch sizes differ: 4 images vs 3 texts"):
+        retrieval_recall(img, txt[:3])
+    with pytest.raises(ValueError, match="temperature must be > 0"):
+        NTXentLoss(0.0)
+
+
+def test_empty_or_bad_templates_raise():
+    model = clip_for_profile("smoke")
+    tok = CaptionTokenizer(16)
+    with pytest.raises(ValueError, match="empty template list"):
+        zero_shot_weights(model, tok, [])
+    with pytest.raises(ValueError, match="empty template list"):
+        CaptionedDigits(templates=[], tokenizer=tok)
+    with pytest.raises(ValueError, match=r"must contain \{name\}"):
+        check_templates(["a photo of a digit."])
+    with pytest.raises(ValueError, match=r"no other placeholder"):
+        check_templates(["a {colour} {name}."])
+    with pytest.raises(ValueError, match="empty caption list"):
+        encode_captions(model, tok, [])
+
+
+def test_retrieval_recall_by_hand():
+    # 3 images (labels 0, 1, 1) and 2 texts (labels 0, 1) on the unit circle
+    img = torch.tensor([[1.0, 0.0], [0.0, 1.0], [0.8, 0.6]])
+    txt = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
+    r = retrieval_recall(img, txt, torch.tensor([0, 1, 1]), torch.tensor([0, 1]), ks=(1, 2))
+    assert r["i2t_R@1"] == pytest.approx(2 / 3)  # image 2 is closer to text 0 (class 0)
+    assert r["i2t_R@2"] == 1.0 and r["t2i_R@1"] == 1.0 and r["t2i_R@2"] == 1.0
+    with pytest.raises(ValueError, match="exceeds the number of candidates"):
+        retrieval_recall(img, txt, torch.tensor([0, 1, 1]), torch.tensor([0, 1]), ks=(1, 5))
+    with pytest.raises(ValueError, match="pass both"):
+        retrieval_recall(img, txt, torch.tensor([0, 1, 1]))
+    assert retrieval_recall(txt, txt, ks=(1,))["i2t_R@1"] == 1.0  # instance level: the diagonal
+
+
+# ---------------------------------------------------------------------------------------------
+# data and zero-shot
+# ---------------------------------------------------------------------------------------------
+def test_captioned_digits_and_templates():
+    assert not set(TRAIN_TEMPLATES) & set(HELDOUT_TEMPLATES)
+    assert fill_template("a handwritten {digit}.", 7) == "a handwritten 7."
+    assert fill_template("a photo of the digit {name}.", 7) == "a photo of the digit seven."
+    tok = CaptionTokenizer(16)
+    ds = CaptionedDigits(train=False, tokenizer=tok)
+    img, tokens, y = ds[0]
+    assert img.shape == (1, 32, 32) and tokens.shape == (16,) and len(ds) == 360
+    assert tok.decode(tokens).replace(" .", ".") in {fill_template(t, y) for t in TRAIN_TEMPLATES}
+    assert ds.tokens.shape == (10, len(TRAIN_TEMPLATES), 16)
+
+
+def test_zero_shot_weights_are_a_normalised_template_mean():
+    torch.manual_seed(0)
+    model, tok = clip_for_profile("smoke"), CaptionTokenizer(16)
+    w = zero_shot_weights(model, tok, HELDOUT_TEMPLATES[:2])
+    one = encode_captions(model, tok, [fill_template(HELDOUT_TEMPLATES[0], 3)])[0]
+    two = encode_captions(model, tok, [fill_template(HELDOUT_TEMPLATES[1], 3)])[0]
+    torch.testing.assert_close(w[3], F.normalize(one + two, dim=0), atol=1e-6, rtol=0)
+    assert w.shape == (10, 32)
+
+
+# ---------------------------------------------------------------------------------------------
+# training through survey_lib.train.fit
+# ---------------------------------------------------------------------------------------------
+def _subset(ds, n):
+    return torch.utils.data.Subset(ds, list(range(n)))
+
+
+def test_open_clip_model_trains_through_fit():
+    model = open_clip_for_profile("smoke")
+    ds = _subset(CaptionedDigits(train=True, in_chans=3), 64)
+    h = fit(model, ds, config=TrainConfig(epochs=3, batch_size=32, lr=3e-3, warmup_epochs=0, progress=False),
+            step_fn=clip_step())
+    losses = h.series("train_loss")
+    assert all(math.isfinite(v) for v in losses) and losses[-1] < losses[0]
+    assert "inv_tau" in h.rows[-1] and "loss_i2t" in h.rows[-1]
+
+
+def test_our_clip_trains_through_fit():
+    model = clip_for_profile("smoke")
+    ds = _subset(CaptionedDigits(train=True), 64)
+    h = fit(model, ds, config=TrainConfig(epochs=3, batch_size=32, lr=3e-3, warmup_epochs=0, progress=False),
+            step_fn=clip_step())
+    losses = h.series("train_loss")
+    assert losses[-1] < losses[0]
+
+
+def test_simclr_two_views_and_step():
+    from survey_lib.models.vit import vit_for_profile
+
+    base = DigitsDataset(train=False)
+    views = TwoViews(base)
+    (a, b), y = views[0]
+    assert a.shape == b.shape == (1, 32, 32) and not torch.equal(a, b) and y == int(base.targets[0])
+    model = SimCLR(vit_for_profile("smoke", num_classes=0), feature_dim=32, proj_dim=16)
+    h = fit(model, _subset(views, 32), config=TrainConfig(epochs=1, batch_size=16, progress=False),
+            step_fn=simclr_step(NTXentLoss(0.2)))
+    assert math.isfinite(h.rows[-1]["train_loss"])
+    assert model.embed(a[None]).shape == (1, 32)
+
+
+def test_clip_is_registered():
+    from survey_lib.methods import METHODS
+
+    assert "clip" in METHODS and "vit" in METHODS
+    assert isinstance(clip_for_profile("smoke"), CLIP)

@@ -1,0 +1,329 @@
+"""MAE (He et al. 2022, arXiv:2111.06377): masking, patch order, the masked-patch loss, norm_pix_loss,
+the fixed 2-D sin-cos embedding, the encoder seeing only visible patches, and every error message."""
+import math
+
+import pytest
+import torch
+
+from survey_lib.layers import patchify, unpatchify
+from survey_lib.models.mae import (
+    MAE_CONFIGS,
+    MaskedAutoencoderViT,
+    get_2d_sincos_pos_embed,
+    mae_for_profile,
+)
+from survey_lib.objectives.mae import (
+    MAELoss,
+    mae_step,
+    mae_train_config,
+    masked_mse,
+    average_patch_baseline,
+    mean_patch_baseline,
+    num_visible,
+    patch_targets,
+    random_masking,
+)
+
+
+def tiny_mae(**kw):
+    cfg = dict(img_size=16, patch_size=4, in_chans=1, embed_dim=16, depth=1, num_heads=2, mlp_ratio=2.0,
+               decoder_embed_dim=16, decoder_depth=1, decoder_num_heads=2)
+    cfg.update(kw)
+    torch.manual_seed(0)
+    return MaskedAutoencoderViT(**cfg)
+
+
+# --------------------------------------------------------------------------------------------
+# masking
+# --------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("N,ratio,expected", [
+    (64, 0.75, 16),   # the digits preset
+    (196, 0.75, 49),  # ViT-B/16 on 224 px, the paper's setting
+    (6, 0.25, 5),     # 4.5 -> 5: an exact half rounds UP (not Python's round-half-to-even, which gives 4)
+    (10, 0.9, 1),     # 10 * (1 - 0.9) = 0.9999999999999998: int() would give 0, rounding gives 1
+    (16, 0.5, 8),
+    (50, 0.33, 34),   # 33.5 -> 34
+])
+def test_num_visible_is_rounded_half_up(N, ratio, expected):
+    assert num_visible(N, ratio) == expected == math.floor(N * (1 - ratio) + 0.5)
+
+
+@pytest.mark.parametrize("N,ratio", [(64, 0.75), (16, 0.5), (6, 0.25), (10, 0.9), (49, 0.6)])
+def test_random_masking_keeps_exactly_round_N_visible_per_sample(N, ratio):
+    B, D = 32, 3
+    x = torch.randn(B, N, D)
+    x_vis, mask, ids_restore, ids_keep = random_masking(x, ratio, torch.Generator().manual_seed(1))
+    keep = num_visible(N, ratio)
+    assert x_vis.shape == (B, keep, D) and ids_keep.shape == (B, keep) and ids_restore.shape == (B, N)
+    assert mask.shape == (B, N)
+    assert torch.equal((mask == 0).sum(1), torch.full((B,), keep))  # exactly `keep` zeros per sample
+    assert set(mask.unique().tolist()) <= {0.0, 1.0}
+    # The visible tokens are the rows of x at ids_keep, and the mask is 0 exactly there.
+    for b in range(B):
+        assert torch.equal(x_vis[b], x[b, ids_keep[b]])
+        assert torch.equal(torch.nonzero(mask[b] == 0).flatten(), ids_keep[b].sort().values)
+
+
+def test_masks_differ_between_samples_and_are_reproducible():
+    x = torch.randn(16, 64, 8)
+    _, mask, _, _ = random_masking(x, 0.75, torch.Generator().manual_seed(0))
+    assert len({tuple(m.tolist()) for m in mask}) == 16  # every sample has its own mask
+    _, mask2, _, _ = random_masking(x, 0.75, torch.Generator().manual_seed(0))
+    assert torch.equal(mask, mask2)
+    # Every position is removed with probability 0.75: over many samples the frequency is close.
+    _, big, _, _ = random_masking(torch.zeros(4000, 16, 1), 0.75, torch.Generator().manual_seed(3))
+    assert (big.mean(0) - 0.75).abs().max() < 0.04
+
+
+def test_ids_restore_undoes_the_shuffle():
+    B, N, D = 8, 20, 5
+    x = torch.randn(B, N, D)
+    x_vis, mask, ids_restore, ids_keep = random_masking(x, 0.6, torch.Generator().manual_seed(2))
+    ids_shuffle = ids_restore.argsort(dim=1)  # ids_restore is the inverse permutation of the shuffle
+    assert torch.equal(ids_shuffle[:, : ids_keep.shape[1]], ids_keep)
+    shuffled = x.gather(1, ids_shuffle.unsqueeze(-1).expand(-1, -1, D))  # (B, N, D)
+    assert torch.equal(shuffled.gather(1, ids_restore.unsqueeze(-1).expand(-1, -1, D)), x)
+    # The decoder's recipe: [visible tokens, fillers] gathered by ids_restore puts every visible token
+    # back at its grid position and a filler at every removed one.
+    filler = torch.zeros(B, N - x_vis.shape[1], D)
+    full = torch.cat([x_vis, filler], 1).gather(1, ids_restore.unsqueeze(-1).expand(-1, -1, D))
+    assert torch.equal(full, x * (1 - mask).unsqueeze(-1))
+
+
+# --------------------------------------------------------------------------------------------
+# patch order
+# --------------------------------------------------------------------------------------------
+def test_unpatchify_inverts_patchify_and_order_is_row_major_pqc():
+    x = torch.randn(3, 3, 16, 12)
+    p = patchify(x, 4)  # (3, 12, 48)
+    assert torch.equal(unpatchify(p, 4, (4, 3), 3), x)
+    # token n = i * gw + j; element (p*P + q)*C + c = img[c, i*P + p, j*P + q]
+    b, i, j, pp, q, c = 1, 2, 1, 3, 0, 2
+    assert p[b, i * 3 + j, (pp * 4 + q) * 3 + c] == x[b, c, i * 4 + pp, j * 4 + q]
+
+
+def test_prediction_is_in_patchify_order():
+    """A decoder that predicts the target exactly has loss 0 (checks pred and target share one order)."""
+    model = tiny_mae().eval()
+    imgs = torch.randn(2, 1, 16, 16)
+    _, pred, mask = model(imgs, 0.75, torch.Generator().manual_seed(0))
+    assert pred.shape == (2, 16, 16)
+    assert float(model.loss_fn(imgs, patchify(imgs, 4), mask)) == 0.0
+    assert float(model.loss_fn(imgs, patchify(imgs.transpose(2, 3), 4), mask)) > 0.0
+
+
+# --------------------------------------------------------------------------------------------
+# the loss
+# --------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("norm_pix_loss", [False, True])
+def test_loss_ignores_visible_patches(norm_pix_loss):
+    torch.manual_seed(0)
+    imgs = torch.randn(4, 1, 16, 16)
+    mask = torch.zeros(4, 16)
+    mask[:, [0, 3, 5, 6, 9, 10, 11, 15]] = 1
+    loss_fn = MAELoss(4, norm_pix_loss)
+    pred = torch.randn(4, 16, 16, requires_grad=True)
+    loss = loss_fn(imgs, pred, mask)
+    loss.backward()
+    visible = mask == 0
+    assert torch.equal(pred.grad[visible], torch.zeros_like(pred.grad[visible]))  # exactly zero
+    assert (pred.grad[~visible].abs().sum(-1) > 0).all()
+    changed = pred.detach().clone()
+    changed[visible] = 1e3 * torch.randn_like(changed[visible])
+    assert float(loss_fn(imgs, changed, mask)) == float(loss.detach())
+
+
+def test_loss_is_mean_over_masked_patches_of_per_pixel_mse():
+    torch.manual_seed(1)
+    pred, target = torch.randn(2, 5, 6), torch.randn(2, 5, 6)
+    mask = torch.tensor([[1, 0, 1, 0, 0], [0, 0, 0, 1, 1]], dtype=torch.float)
+    rows = [((pred[b, n] - target[b, n]) ** 2).mean() for b in range(2) for n in range(5) if mask[b, n]]
+    assert torch.allclose(masked_mse(pred, target, mask), torch.stack(rows).mean())
+
+
+def test_norm_pix_loss_matches_direct_formula():
+    torch.manual_seed(2)
+    imgs = torch.rand(2, 3, 8, 8)
+    imgs[0, :, :4, :4] = 0.5  # a flat patch: variance 0, target all zeros
+    target = patch_targets(imgs, 4, norm_pix_loss=True)  # (2, 4, 48)
+    for b in range(2):
+        for n, (i, j) in enumerate([(0, 0), (0, 1), (1, 0), (1, 1)]):
+            patch = imgs[b, :, 4 * i: 4 * i + 4, 4 * j: 4 * j + 4].permute(1, 2, 0).reshape(-1).double()  # (p, q, c)
+            L = patch.numel()
+            mean = patch.sum() / L
+            var = ((patch - mean) ** 2).sum() / (L - 1)  # unbiased, as torch.var and MAE
+            direct = (patch - mean) / math.sqrt(var + 1e-6)  # epsilon inside the square root
+            assert torch.allclose(target[b, n].double(), direct, atol=1e-5)
+    assert torch.equal(target[0, 0], torch.zeros(48))
+    mask = torch.ones(2, 4)
+    pred = torch.randn(2, 4, 48)
+    assert torch.allclose(MAELoss(4, True)(imgs, pred, mask), ((pred - target) ** 2).mean())
+
+
+def test_mean_patch_baseline_is_within_patch_variance():
+    torch.manual_seed(3)
+    imgs = torch.randn(3, 1, 8, 8)
+    mask = torch.tensor([[1, 0, 1, 0], [0, 1, 1, 1], [1, 0, 0, 0]], dtype=torch.float)
+    var = patchify(imgs, 4).var(-1, unbiased=False)  # (3, 4)
+    assert torch.allclose(mean_patch_baseline(imgs, mask, 4), (var * mask).sum() / mask.sum())
+    assert 0.9 < float(mean_patch_baseline(imgs, mask, 4, norm_pix_loss=True)) < 1.0  # (L-1)/L * var/(var+eps)
+
+
+def test_average_patch_baseline_predicts_the_reference_mean_patch():
+    torch.manual_seed(4)
+    ref, imgs = torch.randn(10, 1, 8, 8), torch.randn(3, 1, 8, 8)
+    mask = torch.tensor([[1, 0, 1, 0], [0, 1, 1, 1], [1, 0, 0, 0]], dtype=torch.float)
+    avg = patchify(ref, 4).mean(0)  # (4, 16): average patch at each grid position
+    per_patch = ((patchify(imgs, 4) - avg) ** 2).mean(-1)  # (3, 4)
+    assert torch.allclose(average_patch_baseline(imgs, mask, 4, ref), (per_patch * mask).sum() / mask.sum())
+    assert average_patch_baseline(imgs, mask, 4, ref) > mean_patch_baseline(imgs, mask, 4)
+
+
+# --------------------------------------------------------------------------------------------
+# fixed 2-D sin-cos position embedding
+# --------------------------------------------------------------------------------------------
+def test_sincos_values_and_translation_invariance():
+    D, gh, gw = 16, 3, 5
+    pe = get_2d_sincos_pos_embed(D, (gh, gw))
+    assert pe.shape == (gh * gw, D)
+    i, j = 2, 3
+    omega = 10000.0 ** (-torch.arange(4, dtype=torch.float64) / 4)
+    expected = torch.cat([torch.sin(i * omega), torch.cos(i * omega), torch.sin(j * omega), torch.cos(j * omega)])
+    assert torch.allclose(pe[i * gw + j].double(), expected, atol=1e-6)
+    # The dot product depends only on the 2-D offset.
+    grid = pe.reshape(gh, gw, D)
+    assert torch.allclose(grid[0, 0] @ grid[1, 2], grid[1, 1] @ grid[2, 3], atol=1e-5)
+    assert torch.allclose(grid[2, 4] @ grid[2, 4], torch.tensor(D / 2.0))
+    with_cls = get_2d_sincos_pos_embed(D, (gh, gw), cls_token=True)
+    assert with_cls.shape == (1 + gh * gw, D) and torch.equal(with_cls[0], torch.zeros(D))
+
+
+def test_position_embeddings_are_fixed_during_training():
+    model = tiny_mae()
+    assert "decoder_pos_embed" in dict(model.named_buffers())
+    assert not model.encoder.pos_embed.requires_grad
+    before_dec, before_enc = model.decoder_pos_embed.clone(), model.encoder.pos_embed.detach().clone()
+    assert torch.equal(before_dec[0], get_2d_sincos_pos_embed(16, 4, cls_token=True))
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-2)
+    for _ in range(2):
+        loss, _, _ = model(torch.randn(4, 1, 16, 16))
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    assert torch.equal(model.decoder_pos_embed, before_dec) and torch.equal(model.encoder.pos_embed, before_enc)
+    assert model.mask_token.grad is not None and model.mask_token.grad.abs().sum() > 0
+
+
+# --------------------------------------------------------------------------------------------
+# the model
+# --------------------------------------------------------------------------------------------
+def test_weight_init_options():
+    mae_init, vit_init = tiny_mae(embed_dim=64, num_heads=4), tiny_mae(embed_dim=64, num_heads=4, weight_init="vit")
+    fc1 = lambda m: m.encoder.blocks[0].mlp.fc1.weight  # noqa: E731  (128, 64)
+    assert abs(fc1(vit_init).std().item() - 0.02) < 0.003  # timm's truncated normal
+    assert abs(fc1(mae_init).std().item() - (2 / (64 + 128)) ** 0.5) < 0.01  # Xavier-uniform
+    for m in (mae_init, vit_init):  # the fixed sin-cos embedding survives either initialisation
+        assert torch.equal(m.encoder.pos_embed[0], get_2d_sincos_pos_embed(64, 4, cls_token=True))
+
+
+def test_encoder_sees_only_visible_patches():
+    model = tiny_mae().eval()
+    seen = []
+    model.encoder.blocks[0].register_forward_hook(lambda m, i, o: seen.append(i[0].shape))
+    imgs = torch.randn(3, 1, 16, 16)
+    latent, mask, _ = model.forward_encoder(imgs, 0.75, torch.Generator().manual_seed(0))
+    assert seen == [torch.Size([3, 1 + 4, 16])] and latent.shape == (3, 5, 16)
+    # Changing the pixels of removed patches does not change the encoder's output.
+    noisy = unpatchify(patchify(imgs, 4) + 5 * mask.unsqueeze(-1) * torch.randn(3, 16, 16), 4, (4, 4), 1)
+    latent2, mask2, _ = model.forward_encoder(noisy, 0.75, torch.Generator().manual_seed(0))
+    assert torch.equal(mask, mask2) and torch.allclose(latent, latent2, atol=1e-6)
+    # ... while changing a visible patch does.
+    vis = int((mask[0] == 0).nonzero()[0])
+    bumped = patchify(imgs, 4)
+    bumped[0, vis] += 1.0
+    latent3, _, _ = model.forward_encoder(unpatchify(bumped, 4, (4, 4), 1), 0.75, torch.Generator().manual_seed(0))
+    assert not torch.allclose(latent[0], latent3[0])
+
+
+def test_forward_shapes_and_embed_of_full_image():
+    model = tiny_mae(norm_pix_loss=True)
+    imgs = torch.randn(2, 1, 16, 16)
+    loss, pred, mask = model(imgs)
+    assert loss.ndim == 0 and pred.shape == (2, 16, 16) and mask.shape == (2, 16)
+    assert mask.sum(1).tolist() == [12, 12]
+    model.eval()
+    tokens = model.encoder.forward_features(imgs)  # (2, 17, 16)
+    assert torch.allclose(model.embed(imgs), tokens[:, 1:].mean(1))
+    assert torch.allclose(model.embed(imgs, pool="token"), tokens[:, 0])
+    rec = model.reconstruct(imgs, 0.5)
+    assert rec["pasted"].shape == imgs.shape
+    keep = (rec["mask"] == 0).unsqueeze(-1)
+    assert torch.allclose(patchify(rec["pasted"], 4)[keep.expand(-1, -1, 16)],
+                          patchify(imgs, 4)[keep.expand(-1, -1, 16)])
+    assert torch.isnan(rec["masked"]).any()
+
+
+def test_profiles_build_and_train_a_few_steps():
+    from survey_lib.data import DigitsDataset
+    from survey_lib.methods import METHODS
+    from survey_lib.train import fit
+
+    assert "mae" in METHODS
+    for profile in MAE_CONFIGS:
+        assert isinstance(mae_for_profile(profile), MaskedAutoencoderViT)
+    torch.manual_seed(0)
+    model = mae_for_profile("smoke")
+    data = torch.utils.data.Subset(DigitsDataset(train=True), range(128))
+    h = fit(model, data, config=mae_train_config("smoke", epochs=8, batch_size=32, lr=3e-3, progress=False),
+            step_fn=mae_step())
+    assert h.rows[-1]["masked_fraction"] == 0.75
+    assert h.rows[-1]["train_loss"] < h.rows[0]["train_loss"]
+
+
+# --------------------------------------------------------------------------------------------
+# errors
+# --------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("ratio", [0.0, 1.0, -0.1, 1.5, float("nan")])
+def test_mask_ratio_outside_open_interval_raises(ratio):
+    with pytest.raises(ValueError, match="strictly between 0 and 1"):
+        random_masking(torch.randn(2, 16, 4), ratio)
+    with pytest.raises(ValueError, match="strictly between 0 and 1"):
+        tiny_mae()(torch.randn(2, 1, 16, 16), ratio)
+
+
+def test_mask_ratio_leaving_no_visible_patch_raises():
+    with pytest.raises(ValueError, match="leaves no visible patch out of N=16"):
+        random_masking(torch.randn(2, 16, 4), 0.97)  # 16 * 0.03 = 0.48 -> 0
+    with pytest.raises(ValueError, match="leaves no visible patch"):
+        tiny_mae()(torch.randn(2, 1, 16, 16), 0.97)
+    random_masking(torch.randn(2, 16, 4), 0.96)  # 0.64 -> 1 visible patch is fine
+
+
+def test_mask_ratio_masking_nothing_raises():
+    with pytest.raises(ValueError, match="masks no patch"):
+        random_masking(torch.randn(2, 16, 4), 0.01)  # 15.84 -> 16 visible
+
+
+def test_other_errors():
+    with pytest.raises(ValueError, match="tokens \\(B, N, D\\)"):
+        random_masking(torch.randn(16, 4), 0.5)
+    with pytest.raises(ValueError, match="divisible by 4"):
+        get_2d_sincos_pos_embed(18, 4)
+    with pytest.raises(ValueError, match="decoder_embed_dim must be divisible by 4"):
+        tiny_mae(decoder_embed_dim=18, decoder_num_heads=2)
+    with pytest.raises(ValueError, match="global_pool"):
+        tiny_mae(global_pool="max")
+    with pytest.raises(ValueError, match="weight_init must be"):
+        tiny_mae(weight_init="xavier")
+    with pytest.raises(ValueError, match="pool must be"):
+        tiny_mae().embed(torch.randn(1, 1, 16, 16), pool="max")
+    with pytest.raises(ValueError, match="unknown profile"):
+        mae_for_profile("gpu")
+    with pytest.raises(ValueError, match="unknown profile"):
+        mae_train_config("gpu")
+    with pytest.raises(ValueError, match="removes no patch"):
+        masked_mse(torch.randn(1, 4, 2), torch.randn(1, 4, 2), torch.zeros(1, 4))
+    with pytest.raises(ValueError, match="must be"):
+        masked_mse(torch.randn(1, 4, 2), torch.randn(1, 4, 3), torch.ones(1, 4))
+    with pytest.raises(ValueError, match="expects \\(16, 16\\) images"):
+        tiny_mae()(torch.randn(1, 1, 20, 20))
