@@ -1,10 +1,11 @@
 """Our Swin's training step (forward + backward + AdamW step) against timm's at the same config
 and weights, plus the choice of attention path inside ``WindowAttention`` during training.
 
-    python benchmarks/bench_swin.py [--threads 1] [--repeats 9] [--steps 3] [--batch-size 64] [--profile cpu]
+    python benchmarks/bench_swin.py [--threads 1] [--repeats 9] [--steps 3] [--batch-size B] [--profile cpu]
 
 Both models use ``SWIN_CONFIGS[profile]`` with drop path off and start from the same weights
-(ours, converted by ``timm_state_dict``); timm 1.0.31's ``WindowAttention`` runs its explicit
+(ours, converted by ``timm_state_dict``), on one batch of the recipe's size (``SWIN_TRAIN[profile]``,
+32 for cpu) unless ``--batch-size`` says otherwise; timm 1.0.31's ``WindowAttention`` runs its explicit
 path (its fused path is experimental and off by default). Candidates are timed interleaved
 (``benchmarks/common.py``), each timing covers ``--steps`` consecutive steps, and the report gives
 per-step medians and the ratio timm_ms / ours_ms (>= 1: ours at least as fast). The third
@@ -20,7 +21,7 @@ import argparse
 import copy
 import os
 import sys
-from typing import Dict
+from typing import Dict, Optional
 
 import torch
 import torch.nn.functional as F
@@ -28,7 +29,7 @@ import torch.nn.functional as F
 sys.path.insert(0, os.path.dirname(__file__))
 from common import interleaved  # noqa: E402
 
-from survey_lib.models.swin import WindowAttention, swin_for_profile, timm_kwargs, timm_state_dict  # noqa: E402
+from survey_lib.models.swin import SWIN_TRAIN, WindowAttention, swin_for_profile, timm_kwargs, timm_state_dict  # noqa: E402
 
 
 def _train_steps(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, steps: int):
@@ -45,8 +46,11 @@ def _train_steps(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, steps
     return run
 
 
-def main(threads: int = 1, repeats: int = 9, steps: int = 3, batch_size: int = 64, profile: str = "cpu") -> Dict[str, float]:
+def main(threads: int = 1, repeats: int = 9, steps: int = 3, batch_size: Optional[int] = None, profile: str = "cpu") -> Dict[str, float]:
     from timm.models.swin_transformer import SwinTransformer as TimmSwin
+
+    if batch_size is None:
+        batch_size = SWIN_TRAIN[profile]["batch_size"]
 
     torch.set_num_threads(threads)
     torch.manual_seed(0)
@@ -81,7 +85,7 @@ if __name__ == "__main__":
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--repeats", type=int, default=9)
     p.add_argument("--steps", type=int, default=3)
-    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--batch-size", type=int, default=None, help="default: the profile's training batch")
     p.add_argument("--profile", default="cpu", choices=["smoke", "cpu", "full"])
     a = p.parse_args()
     main(a.threads, a.repeats, a.steps, a.batch_size, a.profile)

@@ -5,6 +5,10 @@
 A row is identified by ``(notebook, method, dataset, profile, metric)``: recording it again
 replaces it, so re-running a notebook never duplicates rows.
 
+Under ``torchrun`` only rank 0 writes: on the other ranks ``save_figure`` and ``record_result`` check
+their input and return without touching the disk, so a script run on N processes writes each figure
+and each row once.
+
 The output folder is ``$SURVEY_FIGURES_DIR`` if set (the test-suite points it at a temporary
 folder so smoke runs never touch the committed figures), else ``figures/`` at the repository root.
 """
@@ -35,11 +39,21 @@ def figures_dir() -> Path:
     return Path.cwd() / "figures"
 
 
+def _is_main_process() -> bool:
+    """Rank 0 of a torchrun job, or a single process (``$RANK`` unset)."""
+    from .distributed import is_main_process
+
+    return is_main_process()
+
+
 def save_figure(fig, notebook: str, name: str, dpi: int = 120) -> Path:
-    """Save ``fig`` as ``<figures_dir>/<notebook>/<name>.png`` and return the path."""
+    """Save ``fig`` as ``<figures_dir>/<notebook>/<name>.png`` and return the path (on ranks other
+    than 0 of a torchrun job, return the path without writing)."""
     if not name or "/" in name or name.endswith(".png"):
         raise ValueError(f"figure name {name!r} must be a plain stem such as 'attention_maps'")
     path = figures_dir() / notebook / f"{name}.png"
+    if not _is_main_process():
+        return path
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=dpi, bbox_inches="tight")
     return path
@@ -67,7 +81,8 @@ def read_summary(path: Optional[Union[str, Path]] = None) -> List[dict]:
 
 def record_result(notebook: str, method: str, dataset: str, profile: str, metric: str, value: float,
                   seconds: Optional[float] = None) -> None:
-    """Add or replace one row of ``summary.csv`` (atomic rewrite under a file lock).
+    """Add or replace one row of ``summary.csv`` (atomic rewrite under a file lock); on ranks other
+    than 0 of a torchrun job the row is checked but not written.
 
     Raises:
         ValueError: a non-finite value, or an accuracy-like metric outside [0, 1].
@@ -80,6 +95,8 @@ def record_result(notebook: str, method: str, dataset: str, profile: str, metric
     path = figures_dir() / "summary.csv"
     row = dict(notebook=notebook, method=method, dataset=dataset, profile=profile, metric=metric,
                value=f"{value:.6g}", seconds="" if seconds is None else f"{float(seconds):.1f}")
+    if not _is_main_process():
+        return
     with _locked(path):
         rows = [r for r in read_summary(path) if [r[k] for k in _KEY] != [row[k] for k in _KEY]]
         rows.append(row)

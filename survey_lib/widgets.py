@@ -17,8 +17,11 @@ Any model works through a small adapter, :class:`AttentionSource`: a callable ``
 prefix tokens before the patches (1 for a CLS token, 2 with DeiT's distillation token, 0 for a
 model without one), so that ``N = prefix + gh * gw``. :meth:`AttentionSource.from_vit` builds it for
 anything with ``get_attention_maps`` and a ``patch_embed`` (our ViT, DeiT, a DINO backbone). A model
-with local attention (Swin windows, NAT neighbourhoods) scatters one stage's weights into ``(B, h,
-N, N)`` with zeros outside each window and passes that stage's grid.
+with local attention scatters one stage's weights into ``(B, h, N, N)`` with zeros outside each
+window and passes that stage's grid: :meth:`AttentionSource.from_swin` does it for a stage of our Swin
+(windows of the rolled grid mapped back to image positions), :meth:`AttentionSource.from_nat` for a
+level of our NAT (through :func:`survey_lib.models.nat.attention_to_dense`). A DINO wrapper is
+explored through its teacher's backbone (:func:`as_attention_source`).
 
 Deviations: the maps are computed once for the given images (a few images at a time, as in the
 papers' figures); the figure is drawn with matplotlib's Agg backend and shown as a PNG in an
@@ -81,10 +84,129 @@ class AttentionSource:
         prefix = int(getattr(model, "num_prefix_tokens", 1))
         return cls(model.get_attention_maps, (int(grid[0]), int(grid[1])), prefix, name or type(model).__name__)
 
+    @classmethod
+    def from_swin(cls, model: torch.nn.Module, stage: int = 0, name: Optional[str] = None) -> "AttentionSource":
+        """Adapter for one stage of :class:`survey_lib.models.swin.SwinTransformer` (window attention).
+
+        Each block's per-window weights (B, nW, h, M*M, M*M) are scattered into a dense (B, h, N, N)
+        over the stage's H x W token grid (N = H*W, row-major, no prefix token), zero outside the
+        query's window. A shifted block's windows live on the grid rolled by ``-shift``: token
+        (ti, tj) of window (wi, wj) sits at rolled position (wi*M + ti, wj*M + tj), which is image
+        position ((wi*M + ti + shift_h) mod H, (wj*M + tj + shift_w) mod W), for queries and keys
+        alike. So the explorer's query patch is always an image position, and in a shifted block
+        its window visibly straddles the borders of the unshifted windows.
+
+        Args:
+            model: our SwinTransformer; the images must have its ``img_size`` (its masks are fixed).
+            stage: which stage (0 = the first, finest grid).
+
+        Raises:
+            TypeError: not a model with Swin stages (``layers[i].blocks``) and ``get_attention_maps``.
+            ValueError: ``stage`` out of range.
+        """
+        if not hasattr(model, "get_attention_maps") or not hasattr(model, "layers"):
+            raise TypeError(f"{type(model).__name__} is not survey_lib's SwinTransformer (no layers/get_attention_maps)")
+        stages = list(model.layers)
+        if not 0 <= stage < len(stages):
+            raise ValueError(f"stage {stage} out of range: the model has {len(stages)} stages (0..{len(stages) - 1})")
+        first = sum(len(s.blocks) for s in stages[:stage])
+        blocks = list(stages[stage].blocks)
+        H, W = blocks[0].input_resolution
+        index = [_swin_window_index(b) for b in blocks]  # per block (nW, M*M) flat image positions
+
+        def attention_fn(images: torch.Tensor) -> List[torch.Tensor]:
+            maps = model.get_attention_maps(images)[first:first + len(blocks)]  # per block (B, nW, h, M*M, M*M)
+            out = []
+            for a, idx in zip(maps, index):
+                B, _, h, _, _ = a.shape
+                dense = a.new_zeros(B, h, H * W, H * W)  # (B, h, N, N)
+                dense[:, :, idx[:, :, None], idx[:, None, :]] = a.permute(0, 2, 1, 3, 4)  # (B, h, nW, M*M, M*M)
+                out.append(dense)
+            return out
+
+        return cls(attention_fn, (int(H), int(W)), 0, name or f"{type(model).__name__}, stage {stage + 1}")
+
+    @classmethod
+    def from_nat(cls, model: torch.nn.Module, level: int = 0, img_size: Optional[Tuple[int, int]] = None,
+                 name: Optional[str] = None) -> "AttentionSource":
+        """Adapter for one level of :class:`survey_lib.models.nat.NAT` (neighbourhood attention).
+
+        Each block's window weights (B, H_l, W_l, h, k*k) become a dense (B, h, N, N) through
+        :func:`survey_lib.models.nat.attention_to_dense`, with the (kernel, dilation) the block
+        really used on that grid (``attn.window(H_l, W_l)``; DiNA blocks have dilation > 1).
+
+        Args:
+            model: our NAT.  level: which level (0 = the first, finest grid).
+            img_size: (H, W) of the images (default: the model's ``img_size``); the tokenizer halves
+                it twice (rounding up), each downsampler once more.
+
+        Raises:
+            TypeError: not a model with NAT levels (``levels``) and ``get_attention_maps``.
+            ValueError: ``level`` out of range.
+        """
+        import math
+
+        from .models.nat import attention_to_dense
+
+        if not hasattr(model, "get_attention_maps") or not hasattr(model, "levels"):
+            raise TypeError(f"{type(model).__name__} is not survey_lib's NAT (no levels/get_attention_maps)")
+        levels = list(model.levels)
+        if not 0 <= level < len(levels):
+            raise ValueError(f"level {level} out of range: the model has {len(levels)} levels (0..{len(levels) - 1})")
+        if img_size is None:
+            side = int(model.config["img_size"])
+            img_size = (side, side)
+        grid = [math.ceil(math.ceil(v / 2) / 2) for v in img_size]  # ConvTokenizer: two stride-2 convolutions
+        for _ in range(level):
+            grid = [math.ceil(g / 2) for g in grid]  # each ConvDownsampler: one stride-2 convolution
+        first = sum(len(lv) for lv in levels[:level])
+        blocks = list(levels[level])
+
+        def attention_fn(images: torch.Tensor) -> List[torch.Tensor]:
+            maps = model.get_attention_maps(images)[first:first + len(blocks)]  # per block (B, H_l, W_l, h, k*k)
+            out = []
+            for a, blk in zip(maps, blocks):
+                kernel, dilation = blk.attn.window(a.shape[1], a.shape[2])
+                out.append(attention_to_dense(a, kernel, dilation))  # (B, h, N, N)
+            return out
+
+        return cls(attention_fn, (int(grid[0]), int(grid[1])), 0, name or f"{type(model).__name__}, level {level + 1}")
+
+
+def _swin_window_index(block) -> torch.Tensor:
+    """Flat image position (row-major over the block's grid) of every token of every window.
+
+    Shapes: returns (nW, M_h * M_w) int64, windows and their tokens in ``window_partition`` order
+    on the (rolled, if the block is shifted) grid.
+    """
+    H, W = block.input_resolution
+    mh, mw = block.window_size
+    sh, sw = block.shift_size
+    wi, wj = torch.meshgrid(torch.arange(H // mh), torch.arange(W // mw), indexing="ij")  # (H/M, W/M) window grid
+    ti, tj = torch.meshgrid(torch.arange(mh), torch.arange(mw), indexing="ij")  # (M, M) inside a window
+    rows = (wi.reshape(-1, 1) * mh + ti.reshape(1, -1) + sh) % H  # (nW, M*M): image row of each window token
+    cols = (wj.reshape(-1, 1) * mw + tj.reshape(1, -1) + sw) % W  # (nW, M*M): image column
+    return rows * W + cols  # (nW, M*M)
+
 
 def as_attention_source(obj: Union[AttentionSource, torch.nn.Module], img_size: Optional[Tuple[int, int]] = None) -> AttentionSource:
-    """``obj`` itself if it is an :class:`AttentionSource`, else :meth:`AttentionSource.from_vit`."""
-    return obj if isinstance(obj, AttentionSource) else AttentionSource.from_vit(obj, img_size)
+    """An :class:`AttentionSource` for ``obj``: itself if it is one; for a DINO wrapper (it has
+    ``teacher.backbone``) its teacher's backbone; a Swin (first stage) or a NAT (first level) through
+    :meth:`~AttentionSource.from_swin` / :meth:`~AttentionSource.from_nat`; anything else through
+    :meth:`AttentionSource.from_vit`. Pass an explicit adapter for another stage or level."""
+    if isinstance(obj, AttentionSource):
+        return obj
+    teacher = getattr(obj, "teacher", None)
+    if teacher is not None and hasattr(teacher, "backbone"):  # survey_lib.objectives.dino.DINO
+        obj = teacher.backbone
+    from .models.nat import NAT
+    from .models.swin import SwinTransformer
+
+    if isinstance(obj, SwinTransformer):
+        return AttentionSource.from_swin(obj)
+    if isinstance(obj, NAT):
+        return AttentionSource.from_nat(obj, img_size=img_size)
+    return AttentionSource.from_vit(obj, img_size)
 
 
 class AttentionExplorer:

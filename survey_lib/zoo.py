@@ -57,6 +57,8 @@ __all__ = [
     "timm_models_for",
     "SURVEY_MODELS_SMOKE",
     "SURVEY_MODELS_CPU",
+    "environment",
+    "format_environment",
     "forward_peak_memory",
     "measure_model",
     "measure_models",
@@ -185,7 +187,7 @@ VARIANTS: Tuple[Variant, ...] = (
             ("mobilevit_xxs", "mobilevit_xs", "mobilevit_s"), "S3"),
     Variant("Swin V2", "Liu et al. 2022, Swin Transformer V2: Scaling Up Capacity and Resolution, CVPR",
             "2111.09883", "Swin", "scale", "post-norm, cosine attention, log-spaced continuous position bias",
-            ("swinv2_cr_tiny_224", "swinv2_cr_base_224"), "S3"),
+            ("swinv2_tiny_window8_256", "swinv2_cr_tiny_224", "swinv2_cr_base_224"), "S3"),
     Variant("UViT", "Chen et al. 2022, A Simple Single-Scale Vision Transformer for Object Localization and "
             "Instance Segmentation, ECCV", "2112.09747", "ViT", "hierarchy",
             "single scale, constant width: drops the pyramid for detection", (), "S4"),
@@ -253,6 +255,79 @@ SURVEY_MODELS_CPU: Tuple[str, ...] = tuple(
 # ---------------------------------------------------------------------------------------------
 # 2. measuring cost
 # ---------------------------------------------------------------------------------------------
+def _cpu_model() -> str:
+    """The CPU's marketing name from /proc/cpuinfo (Linux), else ``platform.processor()``."""
+    import platform
+
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.lower().startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine() or "unknown"
+
+
+def environment(device: Union[str, torch.device] = "cpu") -> Dict[str, object]:
+    """What a timing depends on, to print next to it: hardware, software and thread settings.
+
+    Returns:
+        ``device``, ``cpu`` (model name), ``logical_cpus`` (``os.cpu_count()``), ``usable_cpus``
+        (this process's CPU affinity), ``load_avg_1min`` (other work on the machine), ``os``,
+        ``python``, ``torch``, ``torch_threads`` (intra-op, the number every latency here uses),
+        ``torch_interop_threads``, ``omp_num_threads`` (the environment variable), ``mkldnn``
+        (oneDNN available), ``cuda`` (available, and the GPU name when ``device`` is CUDA), ``timm``
+        and ``numpy`` versions.
+    """
+    import os
+    import platform
+    import sys
+
+    dev = torch.device(device)
+    try:
+        usable = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        usable = os.cpu_count()
+    try:
+        load = round(os.getloadavg()[0], 2)
+    except (AttributeError, OSError):
+        load = None
+    try:
+        import timm
+
+        timm_version = timm.__version__
+    except ImportError:
+        timm_version = "not installed"
+    env: Dict[str, object] = {
+        "device": str(dev),
+        "cpu": _cpu_model(),
+        "logical_cpus": os.cpu_count(),
+        "usable_cpus": usable,
+        "load_avg_1min": load,
+        "os": f"{platform.system()} {platform.release()} ({platform.machine()})",
+        "python": sys.version.split()[0],
+        "torch": torch.__version__,
+        "torch_threads": torch.get_num_threads(),
+        "torch_interop_threads": torch.get_num_interop_threads(),
+        "omp_num_threads": os.environ.get("OMP_NUM_THREADS", "unset"),
+        "mkldnn": bool(torch.backends.mkldnn.is_available()),
+        "cuda": bool(torch.cuda.is_available()),
+        "timm": timm_version,
+        "numpy": np.__version__,
+    }
+    if dev.type == "cuda" and torch.cuda.is_available():
+        env["gpu"] = torch.cuda.get_device_name(dev)
+    return env
+
+
+def format_environment(env: Optional[Dict[str, object]] = None) -> str:
+    """:func:`environment` as aligned ``key: value`` lines, for printing above a table of timings."""
+    env = environment() if env is None else env
+    width = max(len(k) for k in env)
+    return "\n".join(f"{k:<{width}}  {v}" for k, v in env.items())
+
+
 def _example(example: Union[torch.Tensor, Sequence[int]]) -> torch.Tensor:
     return example if isinstance(example, torch.Tensor) else torch.zeros(tuple(example))
 
@@ -529,7 +604,7 @@ SWIN_PAPER = "Liu et al. 2021, arXiv:2103.14030, Table 1(a)/(b)"
 PUBLISHED_TOP1: Tuple[Quote, ...] = (
     Quote("ViT-B/16, fine-tuned at 384 px", "vit_base_patch16_384", 384, "JFT-300M", 84.15, VIT_PAPER,
           "~84% (JFT-300M, then ImageNet)", "S3 Table 1", 86.0, False,
-          "Matches; the review omits that it is at 384 px fine-tuning resolution (3.3x the FLOPs of 224 px) "
+          "Matches; the review omits that it is at 384 px fine-tuning resolution (3.2x the FLOPs of 224 px) "
           "and on a private 300M-image dataset."),
     Quote("ViT-B/16, fine-tuned at 384 px", "vit_base_patch16_384", 384, "ImageNet-1k only", 77.91, VIT_PAPER,
           None, "S3 Table 1", None, False,

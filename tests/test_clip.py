@@ -362,3 +362,38 @@ def test_clip_is_registered():
 
     assert "clip" in METHODS and "vit" in METHODS
     assert isinstance(clip_for_profile("smoke"), CLIP)
+
+
+class _OracleCLIP(torch.nn.Module):
+    """A stand-in CLIP that embeds an image of class k and any caption of class k as the same
+    one-hot vector: a correct zero-shot evaluation must score it 100%, and 0% if it is lied to."""
+
+    def __init__(self, tokenizer, templates, shift=0):
+        super().__init__()
+        self.caption_class = {}
+        for k in range(10):
+            for row in tokenizer([fill_template(t, k) for t in templates]):
+                self.caption_class[tuple(row.tolist())] = k
+        self.shift = shift
+
+    def encode_text(self, tokens):
+        ks = torch.tensor([self.caption_class[tuple(r.tolist())] for r in tokens])
+        return F.one_hot(ks, 10).float()  # (B, 10)
+
+    def encode_image(self, images):
+        ks = (images[:, 0, 0, 0].round().long() + self.shift) % 10  # the class is written in the pixels
+        return F.one_hot(ks, 10).float()  # (B, 10)
+
+
+def test_zero_shot_accuracy_scores_an_oracle_and_a_liar():
+    from survey_lib.captions import zero_shot_accuracy
+
+    tok = CaptionTokenizer(16)
+    labels = torch.arange(40) % 10
+    images = labels.float()[:, None, None, None].expand(-1, 1, 4, 4).clone()  # image i is filled with its label
+    ds = torch.utils.data.TensorDataset(images, labels)
+    assert zero_shot_accuracy(_OracleCLIP(tok, HELDOUT_TEMPLATES), tok, ds, HELDOUT_TEMPLATES) == 1.0
+    assert zero_shot_accuracy(_OracleCLIP(tok, HELDOUT_TEMPLATES, shift=1), tok, ds, HELDOUT_TEMPLATES) == 0.0
+    # class k's ensembled weight is the one-hot of k, whatever the number of templates
+    w = zero_shot_weights(_OracleCLIP(tok, HELDOUT_TEMPLATES), tok, HELDOUT_TEMPLATES)
+    torch.testing.assert_close(w, torch.eye(10))

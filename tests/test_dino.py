@@ -91,6 +91,16 @@ def test_source_sign_variant_is_the_negated_loss_and_switches_change_the_target(
     assert paper_loss(s, t, no_sharp.center, 4, 2, 0.1, 0.1) == pytest.approx(no_sharp(s, t).item(), rel=1e-5)
 
 
+def test_loss_uses_the_warmed_up_teacher_temperature_of_its_epoch():
+    torch.manual_seed(5)
+    s, t = torch.randn(12, 6, dtype=torch.float64), torch.randn(6, 6, dtype=torch.float64)
+    loss_fn = DINOLoss(6, 4, warmup_teacher_temp=0.04, teacher_temp=0.07, warmup_teacher_temp_epochs=3,
+                       nepochs=5).double().eval()
+    for epoch, tau_t in [(0, 0.04), (1, 0.055), (2, 0.07), (4, 0.07)]:
+        expected = paper_loss(s, t, loss_fn.center, 4, 2, 0.1, tau_t)
+        assert loss_fn(s, t, epoch=epoch).item() == pytest.approx(expected, rel=1e-10)
+
+
 def test_center_update_is_the_ema_of_the_raw_teacher_batch_mean():
     torch.manual_seed(0)
     s, t = torch.randn(8, 5), torch.randn(4, 5)
@@ -148,6 +158,44 @@ def test_collapse_metrics_limits():
     assert m["kl"] == pytest.approx(math.log(K), rel=1e-5)
 
 
+def test_collapse_metrics_match_their_formulas():
+    torch.manual_seed(6)
+    K, B, ncrops, tau_s = 7, 5, 4, 0.1
+    student = torch.randn(ncrops * B, K, dtype=torch.float64)
+    teacher_probs = [torch.softmax(torch.randn(B, K, dtype=torch.float64) / 0.3, -1) for _ in range(2)]
+    m = collapse_metrics(student, teacher_probs, ncrops, tau_s)
+    log_ps = torch.log_softmax(student / tau_s, -1).chunk(ncrops)
+    ent = sum(-(q * q.log()).sum(-1).mean() for q in teacher_probs) / 2
+    kls = [(q * (q.log() - log_ps[v])).sum(-1).mean() for i, q in enumerate(teacher_probs) for v in range(ncrops) if v != i]
+    marginal = torch.cat(teacher_probs).mean(0)
+    assert m["teacher_entropy"] == pytest.approx(float(ent), rel=1e-6)
+    assert m["kl"] == pytest.approx(float(sum(kls) / len(kls)), rel=1e-6)
+    assert m["teacher_marginal_entropy"] == pytest.approx(float(-(marginal * marginal.log()).sum()), rel=1e-6)
+
+
+def test_knn_is_dinos_temperature_weighted_vote():
+    from survey_lib.evaluate import knn_classify
+
+    # One very close neighbour of class 0 against two farther ones of class 1 (cosines 0.99, 0.5, 0.5):
+    # DINO's weights exp(s / 0.07) let the close one win; near-equal weights (large T) give the majority.
+    train = torch.tensor([[0.99, (1 - 0.99 ** 2) ** 0.5], [0.5, 0.75 ** 0.5], [0.5, -(0.75 ** 0.5)], [-1.0, 0.0]])
+    labels = torch.tensor([0, 1, 1, 2])
+    query, q_label = torch.tensor([[1.0, 0.0]]), torch.tensor([0])
+    assert knn_classify(train, labels, query, q_label, k=3, temperature=0.07) == 1.0
+    assert knn_classify(train, labels, query, q_label, k=3, temperature=100.0) == 0.0
+    # Against a direct implementation on random features: top-k cosines, sum of exp(s / T) per class.
+    g = torch.Generator().manual_seed(7)
+    tr, te = torch.randn(60, 8, generator=g), torch.randn(25, 8, generator=g)
+    y_tr, y_te = torch.randint(0, 4, (60,), generator=g), torch.randint(0, 4, (25,), generator=g)
+    correct = 0
+    for x, y in zip(te, y_te):
+        sims = [float(torch.dot(x, w) / (x.norm() * w.norm())) for w in tr]
+        top = sorted(range(60), key=lambda n: -sims[n])[:10]
+        votes = [sum(math.exp(sims[n] / 0.07) for n in top if y_tr[n] == c) for c in range(4)]
+        correct += int(max(range(4), key=lambda c: votes[c]) == int(y))
+    assert knn_classify(tr, y_tr, te, y_te, k=10, temperature=0.07) == pytest.approx(correct / 25)
+
+
 # ---------------------------------------------------------------------------------------------
 # head, wrapper, teacher
 # ---------------------------------------------------------------------------------------------
@@ -187,6 +235,25 @@ def test_teacher_receives_no_gradient_and_starts_as_a_copy():
     grads = [p.grad for p in model.student.parameters() if p.requires_grad]
     assert all(g is not None for g in grads) and any(g.abs().sum() > 0 for g in grads)
     assert {"teacher_entropy", "teacher_marginal_entropy", "kl"} <= set(out.metrics)
+
+
+def test_optimiser_steps_never_touch_the_teacher():
+    """With momentum 1 the EMA keeps the teacher fixed: AdamW (weight decay included) must not move it."""
+    from survey_lib.train import TrainConfig, fit
+
+    torch.manual_seed(0)
+    net = VisionTransformer(**TINY_VIT)
+    model = DINO(net, DINOHead(16, 8, use_bn=True, hidden_dim=16, bottleneck_dim=8),
+                 DINOLoss(8, 4, 0.04, 0.04, 0, 2), momentum_teacher=1.0, final_momentum_teacher=1.0)
+    teacher0 = {k: v.clone() for k, v in model.teacher.state_dict().items() if "running" not in k and "num_batches" not in k}
+    student0 = [p.clone() for p in model.student.parameters()]
+    aug = BatchMultiCrop(global_size=16, local_size=8, n_local_crops=2, blur_sigma=None)
+    data = [(torch.rand(1, 16, 16), 0) for _ in range(16)]
+    loader = torch.utils.data.DataLoader(data, batch_size=8, collate_fn=aug.collate)
+    fit(model, loader, config=TrainConfig(epochs=2, batch_size=8, weight_decay=0.5, progress=False), step_fn=dino_step)
+    after = model.teacher.state_dict()
+    assert all(torch.equal(v, after[k]) for k, v in teacher0.items())
+    assert any(not torch.equal(a, b) for a, b in zip(student0, model.student.parameters()))
 
 
 def test_teacher_momentum_schedule():

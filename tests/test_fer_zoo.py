@@ -204,6 +204,23 @@ def test_forward_peak_memory_agrees_with_the_operator_level_tracker():
         assert zoo.forward_peak_memory(cnn, x)["activations_peak_mb"] * 2**20 >= tensor_peak(lambda: cnn(x))
 
 
+def test_environment_reports_what_the_timings_ran_on():
+    import timm
+
+    old = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        env = zoo.environment()
+        assert env["torch_threads"] == 1  # the thread count at the time of the call, not a default
+    finally:
+        torch.set_num_threads(old)
+    assert env["torch"] == torch.__version__ and env["timm"] == timm.__version__ and env["device"] == "cpu"
+    assert env["cpu"] and 1 <= env["usable_cpus"] <= env["logical_cpus"]
+    assert env["cuda"] == torch.cuda.is_available()
+    text = zoo.format_environment(env)
+    assert len(text.splitlines()) == len(env) and "torch_threads" in text and torch.__version__ in text
+
+
 def test_latency_fields_from_evaluate():
     from survey_lib.evaluate import latency
 

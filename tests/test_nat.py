@@ -80,9 +80,50 @@ def test_dispatcher_natten_backend_equals_torch_backend():
         warnings.simplefilter("ignore")
         a = na2d(q, k, v, 5, 2, backend="natten")
         b = na2d(q, k, v, 5, 2, backend="torch")
-        c = na2d(q, k, v, 5, 2, backend="auto")  # on CPU: our path
+        c = na2d(q, k, v, 5, 2, backend="auto")
     torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
-    torch.testing.assert_close(c, b)
+    torch.testing.assert_close(c, a)
+
+
+@needs_natten
+def test_auto_backend_picks_natten_exactly_where_it_can_run(monkeypatch):
+    """Issue: natten where it can run (CPU: forward only), the pure-PyTorch path otherwise."""
+    import survey_lib.models.nat as nat_mod
+
+    calls = []
+    real = nat_mod._natten()
+
+    class Spy:
+        @staticmethod
+        def na2d(*args, **kwargs):
+            calls.append(kwargs["kernel_size"])
+            return real.na2d(*args, **kwargs)
+
+    monkeypatch.setattr(nat_mod, "_natten", lambda: Spy)
+    q, k, v = qkv(H=9, W=11)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        with torch.no_grad():  # CPU forward without grad: natten
+            out = na2d(q, k, v, 3)
+        assert calls == [(3, 3)]
+        torch.testing.assert_close(out, neighborhood_attention_2d(q, k, v, 3), atol=1e-5, rtol=1e-5)
+        with torch.no_grad():  # a bias (natten has none), an odd head_dim, or backend="torch": ours
+            na2d(q, k, v, 3, rpb=torch.zeros(2, 5, 5))
+            q6 = torch.randn(1, 9, 11, 2, 6)
+            na2d(q6, q6, q6, 3)
+            na2d(q, k, v, 3, backend="torch")
+        assert len(calls) == 1
+        qg = q.clone().requires_grad_()  # a gradient is needed: natten has no CPU backward, so ours
+        na2d(qg, k, v, 3).sum().backward()
+        assert len(calls) == 1 and qg.grad is not None
+        # the module without bias follows the same rule: natten in no-grad inference only
+        m = NeighborhoodAttention2D(16, 2, kernel_size=3, rel_pos_bias=False).eval()
+        x = torch.randn(1, 9, 11, 16)
+        with torch.no_grad():
+            y_natten = m(x)
+        assert len(calls) == 2
+        torch.testing.assert_close(y_natten, m(x), atol=1e-5, rtol=1e-5)  # grad on: ours
+        assert len(calls) == 2
 
 
 @needs_natten

@@ -97,6 +97,22 @@ def test_summary_rows_are_replaced_not_duplicated(figures_tmp):
     assert (figures_tmp / "01_vit" / "line.png").stat().st_size > 0
 
 
+def test_only_rank_0_writes_figures_and_rows(figures_tmp, monkeypatch):
+    """Under torchrun every rank runs the same script; ranks other than 0 check but never write."""
+    monkeypatch.setenv("RANK", "1")
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    fig = Figure()
+    fig.add_subplot().plot([0, 1])
+    path = Reporter("01_vit", "cpu").save(fig, "line")
+    record_result("01_vit", "vit", "digits", "cpu", "test_acc", 0.9, 10)
+    assert not path.exists() and read_summary() == []
+    with pytest.raises(ValueError, match="fraction"):
+        record_result("01_vit", "vit", "digits", "cpu", "test_acc", 97.5)
+    monkeypatch.setenv("RANK", "0")
+    record_result("01_vit", "vit", "digits", "cpu", "test_acc", 0.9, 10)
+    assert Reporter("01_vit", "cpu").save(fig, "line").exists() and len(read_summary()) == 1
+
+
 def test_cli_names_the_failing_cell(tmp_path, figures_tmp):
     import nbformat
 

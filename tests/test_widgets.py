@@ -143,3 +143,79 @@ def test_bad_inputs_are_explained(vit_and_images):
         AttentionExplorer(model, images, display_images=images[:1])
     with pytest.raises(ValueError, match="returned no layer"):
         AttentionExplorer(AttentionSource(lambda x: [], (4, 4)), images)
+
+
+# ---------------------------------------------------------------------------------------------
+# Swin, NAT and DINO through their adapters (the explorer in notebooks 03, 04 and 07)
+# ---------------------------------------------------------------------------------------------
+def test_swin_stage_adapter_places_every_window_row_at_its_image_position():
+    from survey_lib.models.swin import swin_for_profile, window_attention_to_grid
+
+    seed_everything(0)
+    swin = swin_for_profile("smoke").eval()  # 8x8 grid, 4x4 windows; stage 1: W-MSA then SW-MSA (shift 2)
+    images = torch.randn(2, 1, 32, 32)
+    src = AttentionSource.from_swin(swin, stage=0)
+    assert src.grid_size == (8, 8) and src.num_prefix_tokens == 0
+    ex = AttentionExplorer(swin, images)  # as_attention_source picks from_swin for a SwinTransformer
+    assert len(ex.maps) == 2 and ex.maps[0].shape == (2, 2, 64, 64)
+    raw = swin.get_attention_maps(images)
+    blocks = swin.blocks()
+    assert blocks[1].shift_size == (2, 2)
+    for layer in (0, 1):
+        torch.testing.assert_close(ex.maps[layer].sum(-1), torch.ones(2, 2, 64))  # every row is a distribution
+        assert int((ex.maps[layer][0, 0] > 0).sum(-1).max()) == 16  # a query sees one 4x4 window
+    for layer, b, head, (r, c) in ((0, 1, 1, (5, 2)), (1, 0, 0, (3, 4)), (1, 1, 1, (7, 7)), (1, 0, 1, (0, 0))):
+        ex.select(image=b, layer=layer, head=head, query=r * 8 + c)
+        expected = window_attention_to_grid(raw[layer][b], blocks[layer], (r, c))[head]  # (8, 8), image coordinates
+        np.testing.assert_allclose(_drawn(ex, "query"), expected.numpy(), rtol=1e-6, atol=1e-7)
+    # the shifted block's window of query (3, 4) straddles the unshifted 4x4 borders: rows 2..5, columns 2..5
+    ex.select(image=0, layer=1, head=0, query=3 * 8 + 4)
+    support = np.argwhere(_drawn(ex, "query") > 0)
+    assert support[:, 0].min() == 2 and support[:, 0].max() == 5 and support[:, 1].min() == 2 and support[:, 1].max() == 5
+    with pytest.raises(ValueError, match="stage 5 out of range: the model has 2 stages"):
+        AttentionSource.from_swin(swin, stage=5)
+    with pytest.raises(TypeError, match="not survey_lib's SwinTransformer"):
+        AttentionSource.from_swin(torch.nn.Linear(2, 2))
+
+
+def test_nat_level_adapter_uses_each_blocks_kernel_and_dilation():
+    from survey_lib.models.nat import attention_to_dense, nat_for_profile, neighborhood_mask
+
+    seed_everything(0)
+    nat = nat_for_profile("cpu").eval()  # level 1: an NA block (dilation 1), then a DiNA block (dilation 2), 8x8
+    images = torch.randn(2, 1, 32, 32)
+    ex = AttentionExplorer(nat, images)
+    assert ex.source.grid_size == (8, 8) and ex.source.num_prefix_tokens == 0 and len(ex.maps) == 2
+    raw = nat.get_attention_maps(images)
+    for layer, dilation in ((0, 1), (1, 2)):
+        assert nat.levels[0][layer].attn.window(8, 8) == ((3, 3), (dilation, dilation))
+        torch.testing.assert_close(ex.maps[layer], attention_to_dense(raw[layer], 3, dilation))
+        support = ex.maps[layer][0, 0] > 0  # (N, N): exactly the neighbourhoods, nothing outside
+        assert torch.equal(support, neighborhood_mask(8, 8, 3, dilation))
+    ex.select(image=1, layer=1, head=2, query=9)  # token (1, 1) in the dilated block
+    np.testing.assert_array_equal(_drawn(ex, "query"), ex.maps[1][1, 2, 9].reshape(8, 8).numpy())
+    assert np.count_nonzero(_drawn(ex, "query")) == 9
+    lvl2 = AttentionSource.from_nat(nat, level=1)
+    assert lvl2.grid_size == (4, 4) and [a.shape for a in lvl2.attention_fn(images)] == [(2, 6, 16, 16)] * 2
+    with pytest.raises(ValueError, match="level 2 out of range"):
+        AttentionSource.from_nat(nat, level=2)
+
+
+def test_a_dino_wrapper_is_explored_through_its_teacher_backbone():
+    from survey_lib.models.vit import VisionTransformer
+    from survey_lib.objectives.dino import DINO_CONFIGS, build_dino
+
+    dc = DINO_CONFIGS["smoke"]
+    seed_everything(0)
+    dino = build_dino(VisionTransformer(**dc["vit"]), dc["vit"]["embed_dim"], 2, n_local_crops=dc["crops"]["n_local_crops"],
+                      momentum_teacher=dc["momentum_teacher"], **dc["head"], **dc["loss"]).eval()
+    with torch.no_grad():  # make the teacher differ from the student, as after training
+        for p in dino.teacher.backbone.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    images = torch.randn(2, 1, dc["vit"]["img_size"], dc["vit"]["img_size"])
+    ex = AttentionExplorer(dino, images)
+    ref = dino.teacher.backbone.get_attention_maps(images)
+    assert all(torch.equal(a, b) for a, b in zip(ex.maps, ref))
+    assert not torch.equal(ex.maps[-1], dino.student.backbone.get_attention_maps(images)[-1])
+    ex.query.value = 3
+    np.testing.assert_array_equal(_drawn(ex, "cls"), _expected_row(ex.maps, ex.layer.value, 0, 0, 0, 1, *ex.source.grid_size))

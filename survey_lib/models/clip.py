@@ -232,7 +232,8 @@ class CLIP(nn.Module):
     Args:
         embed_dim: E, the joint embedding width.
         vision_cfg: keyword arguments of :class:`survey_lib.models.vit.VisionTransformer`
-            (``num_classes`` is forced to 0: the tower returns its pooled CLS feature).
+            (``num_classes`` is forced to 0: the tower returns its pooled feature, the CLS token or,
+            with ``global_pool="avg"`` as in :data:`CLIP_CONFIGS`, the mean of the patch tokens).
         text_cfg: keyword arguments of :class:`TextTransformer`.
         init_logit_scale: initial log of 1/tau (CLIP: ln(1/0.07)).
 
@@ -265,7 +266,8 @@ class CLIP(nn.Module):
 
     @torch.jit.ignore
     def no_weight_decay(self) -> set:
-        """Embeddings, tokens and the temperature are not decayed (``survey_lib.train.param_groups``)."""
+        """Position embeddings, the class token and the temperature are not decayed
+        (``survey_lib.train.param_groups``); the token embedding table is (see the module docstring)."""
         return {"pos_embed", "cls_token", "positional_embedding", "logit_scale"}
 
     def encode_image(self, images: torch.Tensor, normalize: bool = False) -> torch.Tensor:

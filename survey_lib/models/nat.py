@@ -30,12 +30,14 @@ Implementation: the k*k key and value vectors of every query are gathered with `
 small batched matmuls give the logits and the output. Autograd provides the backward pass, so it
 trains on CPU, where natten 0.21.7 has no backward.
 
-natten: :func:`na2d` dispatches to ``natten.functional.na2d`` on CUDA (forward and backward, no
-relative position bias). On CPU natten 0.21.7 runs ``flex_attention`` without ``torch.compile``,
-which (its own warning says) materialises the full N x N score matrix: measured 4-20x slower than
-the pure-PyTorch path here (``benchmarks/bench_nat.py``), and quadratic in memory. So ``"auto"``
-uses the pure-PyTorch path on CPU; ``backend="natten"`` forces natten (CPU: forward only, no grad,
-no bias). natten is optional: this module imports without it.
+natten: :func:`na2d` runs ``natten.functional.na2d`` wherever natten can run the call: on CUDA
+forward and backward, on CPU forward only (no gradient needed), in both cases without a relative
+position bias (natten has none) and, on CPU, with a head_dim that is a power of two in [8, 512]
+(its flex backend's limit); everywhere else it runs the pure-PyTorch path. Caveat, measured with
+``benchmarks/bench_nat.py``: natten 0.21.7 on CPU runs ``flex_attention`` without ``torch.compile``,
+which (its own warning says) materialises the full N x N score matrix, so there it is 4-60x slower
+than the pure-PyTorch path and quadratic in memory; pass ``backend="torch"`` for fast CPU inference.
+natten is optional: this module imports without it.
 
 Deviations from the paper:
     * CPU-sized presets (:data:`NAT_CONFIGS`) for 32 x 32 digits: 2 levels (8 x 8 and 4 x 4 token
@@ -481,15 +483,16 @@ def na2d(
     scale: Optional[float] = None,
     backend: str = "auto",
 ) -> torch.Tensor:
-    """Neighbourhood attention through natten where it pays off, else :func:`neighborhood_attention_2d`.
+    """Neighbourhood attention through natten where natten can run it, else :func:`neighborhood_attention_2d`.
 
     Args:
-        backend: ``"auto"``: natten on CUDA when it is installed and ``rpb`` is None (natten has no
-            bias), the pure-PyTorch path otherwise. On CPU ``"auto"`` never picks natten: natten
-            0.21.7's CPU path is unfused flex attention that builds the N x N scores, slower than
-            ours and quadratic in memory (see the module docstring). ``"torch"``: always ours.
-            ``"natten"``: natten or an error (on CPU it has no backward, so only without grad, and
-            its flex backend needs a head_dim that is a power of two between 8 and 512).
+        backend: ``"auto"``: natten when it is installed and can run this call (CUDA: forward and
+            backward; CPU: forward only, i.e. no input needs a gradient, and a head_dim that is a
+            power of two in [8, 512]; never with ``rpb``, which natten lacks), the pure-PyTorch path
+            otherwise (so training on CPU always runs ours). On CPU natten 0.21.7 is unfused flex
+            attention that builds the N x N scores: 4-60x slower than ours (module docstring).
+            ``"torch"``: always ours (the fast choice for CPU inference). ``"natten"``: natten or an
+            error.
 
     Shapes: q, k, v (B, H, W, heads, head_dim) -> (B, H, W, heads, head_dim).
 
@@ -503,7 +506,7 @@ def na2d(
     kernel, dil = to_2tuple(kernel_size), to_2tuple(dilation)
     _check_window((q.shape[1], q.shape[2]), kernel, dil, "na")
     _check_rpb(rpb, q.shape[3], kernel)
-    use_natten = _natten_runs(q, k, v, rpb) and (backend == "natten" or (backend == "auto" and q.is_cuda))
+    use_natten = backend != "torch" and _natten_runs(q, k, v, rpb)  # "auto" or "natten"
     if backend == "natten" and not use_natten:
         d = q.shape[-1]
         why = ("natten is not installed" if not HAS_NATTEN else "natten has no relative position bias (rpb)"
@@ -553,7 +556,8 @@ class NeighborhoodAttention2D(nn.Module):
         kernel_size: odd window side k.  dilation: DiNA dilation (DiNAT Sec. 3.2).
         qkv_bias: bias on the joint Q, K, V projection.
         rel_pos_bias: learn ``rpb`` of shape (heads, 2k-1, 2k-1) (NAT Eq. 4); natten's modules no
-            longer have it, so with it on this module always runs the pure-PyTorch path.
+            longer have it, so with it on this module always runs the pure-PyTorch path (without
+            it, ``backend="auto"`` runs natten where :func:`na2d` can).
         proj_drop: dropout after the output projection.
         backend: passed to :func:`na2d` (``"auto"``, ``"torch"``, ``"natten"``).
 
@@ -875,6 +879,7 @@ def nat_for_profile(profile: str, **overrides) -> NAT:
 
 
 #: Training recipes of the digits NAT (:data:`NAT_CONFIGS`) by profile (``survey_lib.train.TrainConfig`` fields).
+#: cpu (30 epochs, one thread, ~4.3 s per epoch): 97.2% / 96.9% test accuracy for seeds 0 / 1 in a trial.
 NAT_TRAIN: Dict[str, dict] = {
     "smoke": dict(epochs=2, batch_size=128, lr=2e-3, warmup_epochs=0.5),
     "cpu": dict(epochs=30, batch_size=64, lr=2e-3, warmup_epochs=3, weight_decay=0.05, label_smoothing=0.1),

@@ -134,6 +134,11 @@ def _query_in_caption(text: str) -> int:
     return int(re.search(r"query patch (\d+)", text).group(1))
 
 
+def _row_col_in_caption(text: str):
+    m = re.search(r"query patch \d+ \(row (\d+), column (\d+)\)", text)
+    return int(m.group(1)), int(m.group(2))
+
+
 def test_notebook_runs_in_jupyterlab_and_the_explorer_responds(lab):
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     t0 = time.monotonic()
@@ -180,14 +185,23 @@ def test_notebook_runs_in_jupyterlab_and_the_explorer_responds(lab):
             page.wait_for_function(f"(src) => document.querySelector('img.attention-explorer-view').src !== src", arg=before_png)
             assert page.locator(".attention-explorer-query-patch .widget-readout").inner_text().strip() == str(q0 + 1)
 
-            # a click on another patch of the rollout panel (ipyevents) moves the query there
+            # clicks on the rollout panel (ipyevents) move the query to the patch under the pointer: a
+            # click near the panel's left edge, then one near its right edge at the same height, must
+            # select the same row and a column further right (the panel spans about 0.76-0.99 of the width)
             box = view.bounding_box()
             caption = _caption(page)
-            view.click(position={"x": box["width"] * 0.80, "y": box["height"] * 0.35})
+            view.click(position={"x": box["width"] * 0.78, "y": box["height"] * 0.35})
             page.wait_for_function("(c) => document.querySelector('.attention-explorer-caption').innerText !== c", arg=caption)
             q_click = _query_in_caption(_caption(page))
+            row1, col1 = _row_col_in_caption(_caption(page))
             assert q_click != q0 + 1
             assert page.locator(".attention-explorer-query-patch .widget-readout").inner_text().strip() == str(q_click)
+            caption = _caption(page)
+            view.click(position={"x": box["width"] * 0.95, "y": box["height"] * 0.35})
+            page.wait_for_function("(c) => document.querySelector('.attention-explorer-caption').innerText !== c", arg=caption)
+            row2, col2 = _row_col_in_caption(_caption(page))
+            assert row2 == row1 and col2 >= col1 + 2, ((row1, col1), (row2, col2))
+            q_click = _query_in_caption(_caption(page))
             page.wait_for_timeout(500)
             explorer.screenshot(path=str(ARTIFACTS / "jupyterlab_explorer_after.png"))
             page.screenshot(path=str(ARTIFACTS / "jupyterlab_01_vit.png"))
