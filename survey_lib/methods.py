@@ -126,3 +126,21 @@ def train_nat(profile: str = "cpu", checkpoint: Optional[str] = None, seed: int 
 
 
 METHODS["nat"] = train_nat
+
+
+def train_multitask(profile: str = "cpu", checkpoint: Optional[str] = None, seed: int = 0) -> dict:
+    """The ITMO thesis's multi-task self-distillation (DINO + rotation + supervised) with 10% of the
+    digits' labels (see :func:`survey_lib.objectives.multitask.train_multitask`); ``test_acc`` is the
+    supervised head's test accuracy.
+
+    Raises:
+        ValueError: a ``checkpoint`` (this recipe trains in one go and does not resume).
+    """
+    from .objectives.multitask import train_multitask as _train_multitask
+
+    if checkpoint is not None:
+        raise ValueError("survey train multitask does not write or resume checkpoints; drop --checkpoint")
+    return _train_multitask(profile=profile, seed=seed)
+
+
+METHODS["multitask"] = train_multitask
