@@ -587,8 +587,9 @@ def fixed_steps_loader(dataset: Dataset, batch_size: int, samples_per_epoch: int
 # ---------------------------------------------------------------------------------------------
 # The digits recipe
 # ---------------------------------------------------------------------------------------------
-#: The framework and its supervised baseline on the 32 px digits, by profile. ``epochs`` are passes
-#: of ``samples_per_epoch`` images (1,437 = the training split): the same steps for every method.
+#: The framework and its supervised baseline on the digits (16 px in smoke and cpu, 32 px in full),
+#: by profile. ``epochs`` are passes of ``samples_per_epoch`` images (1,437 = the training split):
+#: the same steps for every method.
 MULTITASK_CONFIGS: Dict[str, dict] = {
     "smoke": dict(
         vit=dict(img_size=16, patch_size=4, in_chans=1, embed_dim=32, depth=1, num_heads=2, mlp_ratio=2.0),
