@@ -783,9 +783,10 @@ def timm_kwargs(model: SwinTransformer) -> dict:
 #: CPU-sized presets for the 32 x 32 digits (1 channel, 10 classes), by profile.
 #: smoke / cpu: patch 4 -> 8x8 grid, 4x4 windows (4 windows, shifted in every second block), then a
 #: 4x4 stage that is one global window. full: patch 2 -> 16x16 (16 windows), 8x8 (4), 4x4 (global).
-#: cpu (with :data:`SWIN_TRAIN`'s cpu recipe, 40 epochs, one thread, ~4.5 s per epoch): 96.9% / 95.8% test
-#: accuracy for seeds 0 / 1 in a trial. Drop path 0.1 with batch 64 gave 94.4%: on 1,437 images the model
-#: underfits, so the cpu preset uses no stochastic depth and batch 32 (twice the optimiser steps).
+#: cpu (with :data:`SWIN_TRAIN`'s cpu recipe, 40 epochs, one thread): 96.9% / 95.8% test accuracy for
+#: seeds 0 / 1 (96.4% for seed 0 with two threads, notebook 03, 138 s). Drop path 0.1 with batch 64 gave
+#: 94.4% (seed 0): on 1,437 images the model underfits, so the cpu preset uses no stochastic depth and
+#: batch 32 (twice the optimiser steps). All measured 2026-12-01.
 SWIN_CONFIGS: Dict[str, dict] = {
     "smoke": dict(img_size=32, patch_size=4, in_chans=1, num_classes=10, embed_dim=16, depths=(2, 1),
                   num_heads=(2, 4), window_size=4, mlp_ratio=2.0, drop_path_rate=0.0),

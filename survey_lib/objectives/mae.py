@@ -271,11 +271,9 @@ def mae_step(mask_ratio: Optional[float] = None):
 #: AdamW with betas (0.9, 0.95) and weight decay 0.05 as in MAE's pre-training (Table 8), with a
 #: higher learning rate for the tiny model.
 #:
-#: Cost of the ``cpu`` preset, measured as process CPU time with one thread: one epoch (1,437
-#: images) is ~3.7 s at batch 128 and ~4.0 s at batch 64; the decoder (2 blocks over all 65 tokens)
-#: is about 70% of a step, the encoder (4 blocks over 17 tokens) the rest. 40 epochs at batch 64
-#: (920 optimiser steps) take ~160 s per model; the earlier 100 epochs at batch 128 (1,200 steps)
-#: took ~370 s, and notebook 06 trains two of them.
+#: Cost of the ``cpu`` preset: 40 epochs at batch 64 (920 optimiser steps) took 154 s (norm-pix) and
+#: 159 s (pixel loss) on one thread with another job on the second core (notebook 06's cpu run of
+#: 2026-12-01, which trains both); the decoder runs on all 65 tokens, the encoder on 17.
 MAE_TRAIN: Dict[str, dict] = {
     "smoke": dict(epochs=2, batch_size=128, lr=1.5e-3, warmup_epochs=0.5, betas=(0.9, 0.95), weight_decay=0.05),
     "cpu": dict(epochs=40, batch_size=64, lr=1.5e-3, warmup_epochs=3, betas=(0.9, 0.95), weight_decay=0.05),

@@ -431,6 +431,18 @@ class MultiTaskDINO(DINO):
     # -- the forward pass ------------------------------------------------------------------------
     def forward(self, views: Sequence[torch.Tensor], labels: Optional[torch.Tensor] = None,  # type: ignore[override]
                 rotations: Optional[torch.Tensor] = None) -> DINOForward:
+        """The weighted sum of the switched-on losses (the thesis's L = 1.0 L_dino + 2.5 L_sup + 1.0 L_rot;
+        DINO Eq. 3, arXiv:2104.14294, for the distillation term; see the module docstring).
+
+        Shapes: views: ``n_global`` global-sized tensors (B, C, s, s) first (the masked view among
+        them), then the local ones; labels (B,) int with ``UNLABELLED`` (-1) for unlabelled images
+        (default: all unlabelled); rotations (n_global, B) quarter turns in 0..3 of the global-sized
+        views (default: all upright) -> :class:`DINOForward` with ``loss`` and per-loss ``losses``.
+
+        Raises:
+            ValueError: labels or rotations of the wrong shape, a label >= ``num_classes``, or fewer
+                views than ``n_global``.
+        """
         B = views[0].shape[0]
         labels = torch.full((B,), UNLABELLED, dtype=torch.long) if labels is None else torch.as_tensor(labels).long()
         rotations = torch.zeros(self.n_global, B, dtype=torch.long) if rotations is None else torch.as_tensor(rotations).long()
