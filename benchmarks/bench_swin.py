@@ -29,7 +29,8 @@ import torch.nn.functional as F
 sys.path.insert(0, os.path.dirname(__file__))
 from common import interleaved  # noqa: E402
 
-from survey_lib.models.swin import SWIN_TRAIN, WindowAttention, swin_for_profile, timm_kwargs, timm_state_dict  # noqa: E402
+from survey_lib.recipes.swin import SWIN_TRAIN, swin_for_profile  # noqa: E402
+from survey_lib.models.swin import WindowAttention, timm_kwargs, timm_state_dict  # noqa: E402
 
 
 def _train_steps(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, steps: int):

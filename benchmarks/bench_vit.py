@@ -16,7 +16,8 @@ import torch
 sys.path.insert(0, os.path.dirname(__file__))
 from common import interleaved  # noqa: E402
 
-from survey_lib.models.vit import VIT_CONFIGS, VisionTransformer, timm_kwargs, timm_state_dict  # noqa: E402
+from survey_lib.models.vit import VisionTransformer, timm_kwargs, timm_state_dict  # noqa: E402
+from survey_lib.recipes.vit import VIT_MODELS  # noqa: E402
 
 
 def main(threads: int = 2, repeats: int = 15, batch_size: int = 64) -> dict:
@@ -24,7 +25,7 @@ def main(threads: int = 2, repeats: int = 15, batch_size: int = 64) -> dict:
 
     torch.set_num_threads(threads)
     torch.manual_seed(0)
-    cfg = VIT_CONFIGS["cpu"]
+    cfg = VIT_MODELS["cpu"]
     ours = VisionTransformer(**cfg)
     ref = tvit.VisionTransformer(**timm_kwargs(ours))
     ref.load_state_dict(timm_state_dict(ours))

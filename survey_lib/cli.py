@@ -2,7 +2,8 @@
 
     survey run [--profile smoke|cpu|full] [NOTEBOOK ...]   execute notebooks with papermill
     survey list                                            list the figures and summary rows
-    survey train vit [--profile ...]                       train one method on the digits
+    survey train --list                                    the registered methods (survey_lib.recipes)
+    survey train vit [--profile ...] [--set train.epochs=5] train one method
 
 ``survey run`` executes each notebook (default: every ``notebooks/*.ipynb``, in order) with its
 ``PROFILE`` parameter set, writes the executed copies to ``--output-dir`` (default
@@ -110,16 +111,49 @@ def cmd_list(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_train(args: argparse.Namespace) -> int:
-    """Train one method; under ``torchrun --nproc_per_node=N`` every rank trains (``fit`` sets up
-    DistributedDataParallel) and only rank 0 prints; the process group is closed at the end."""
-    from .distributed import cleanup_distributed, is_main_process
-    from .methods import train_method
+def parse_overrides(items: Sequence[str]) -> dict:
+    """``["train.epochs=5", "distillation='soft'"]`` -> ``{"train": {"epochs": 5}, "distillation": "soft"}``.
 
+    Values are Python literals (``ast.literal_eval``); anything else is kept as a string.
+
+    Raises:
+        ValueError: an item without ``=``.
+    """
+    import ast
+
+    out: dict = {}
+    for item in items:
+        if "=" not in item:
+            raise ValueError(f"--set {item!r}: expected KEY=VALUE, e.g. --set train.epochs=5")
+        key, text = item.split("=", 1)
+        try:
+            value = ast.literal_eval(text)
+        except (ValueError, SyntaxError):
+            value = text
+        *parents, leaf = key.strip().split(".")
+        node = out
+        for p in parents:
+            node = node.setdefault(p, {})
+        node[leaf] = value
+    return out
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    """Train one registered method; under ``torchrun --nproc_per_node=N`` every rank trains (``fit``
+    sets up DistributedDataParallel) and only rank 0 prints; the process group is closed at the end."""
+    from .distributed import cleanup_distributed, is_main_process
+    from .recipes import get_recipe, list_recipes
+
+    if args.list or not args.method:
+        for name in list_recipes():
+            print(f"{name:<20} {get_recipe(name).summary}")
+        return 0 if args.list else 2
+    recipe = get_recipe(args.method)
     try:
-        result = train_method(args.method, profile=args.profile, checkpoint=args.checkpoint, seed=args.seed)
+        result = recipe.run(args.profile, seed=args.seed, checkpoint=args.checkpoint, resume=not args.no_resume,
+                            overrides=parse_overrides(args.set or []))
         if is_main_process():
-            print(result)
+            print(result.summary())
     finally:
         cleanup_distributed()
     return 0
@@ -142,11 +176,15 @@ def build_parser() -> argparse.ArgumentParser:
     ls = sub.add_parser("list", help="list figures and summary rows")
     ls.set_defaults(func=cmd_list)
 
-    t = sub.add_parser("train", help="train one method on the digits")
-    t.add_argument("method", help="method name, e.g. vit")
+    t = sub.add_parser("train", help="train one registered method (survey train --list)")
+    t.add_argument("method", nargs="?", help="method name, e.g. vit (see --list)")
+    t.add_argument("--list", action="store_true", help="list the registered methods and exit")
     t.add_argument("--profile", choices=PROFILES, default="cpu")
-    t.add_argument("--checkpoint", help="checkpoint path (resumes if it exists)")
+    t.add_argument("--checkpoint", help="checkpoint path (written every epoch; resumes if it exists)")
+    t.add_argument("--no-resume", action="store_true", help="start over even if the checkpoint exists")
     t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--set", action="append", metavar="KEY=VALUE",
+                   help="override a configuration value, e.g. --set train.epochs=5 (repeatable)")
     t.set_defaults(func=cmd_train)
     return p
 

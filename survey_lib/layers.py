@@ -23,7 +23,7 @@ Sources:
 """
 from __future__ import annotations
 
-from typing import Optional, Tuple, Union
+from typing import NamedTuple, Optional, Tuple, Union
 
 import torch
 import torch.nn.functional as F
@@ -34,6 +34,8 @@ __all__ = [
     "patchify",
     "unpatchify",
     "PatchEmbed",
+    "attend",
+    "AttentionLayout",
     "Attention",
     "Mlp",
     "DropPath",
@@ -192,16 +194,73 @@ class PatchEmbed(nn.Module):
 # ---------------------------------------------------------------------------------------------
 # Multi-head self-attention (Vaswani Eq. 1; ViT Eq. 2 "MSA")
 # ---------------------------------------------------------------------------------------------
+def attend(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    bias: Optional[torch.Tensor] = None,
+    dropout_p: float = 0.0,
+    explicit: bool = False,
+) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
+    """``softmax(Q K^T / sqrt(d_head) + bias) V`` per head: the one attention core of the package.
+
+    Every attention module (:class:`Attention`, Swin's window attention, CLIP's causal text
+    attention through :class:`Block`) calls this function, so the fused and the explicit path are
+    written once:
+
+    * fused (``explicit=False``): ``torch.nn.functional.scaled_dot_product_attention``, fast and
+      memory-lean, which never materialises the attention matrix (``weights`` is None);
+    * explicit (``explicit=True``): the textbook formula, returning the post-softmax, pre-dropout
+      weights so they can be drawn. ``tests/test_layers.py`` checks both paths agree, forward and
+      backward.
+
+    Args:
+        q, k, v: queries (not pre-scaled), keys and values per head.
+        bias: optional additive term (a mask with ``-inf``/``-100`` entries, a relative position
+            bias, or both summed), broadcastable to (B, h, N, M).
+        dropout_p: dropout on the attention weights; pass 0 in eval mode.
+        explicit: run the textbook formula and return the weights.
+
+    Shapes:
+        q (B, h, N, d_head), k and v (B, h, M, d_head) -> out (B, h, N, d_head) and weights
+        (B, h, N, M) (rows sum to 1) or None.
+
+    Source: Vaswani et al. 2017, arXiv:1706.03762, Eq. 1 and Sec. 3.2.2.
+    """
+    if not explicit:
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=bias, dropout_p=dropout_p), None
+    attn = (q * q.shape[-1] ** -0.5) @ k.transpose(-2, -1)  # (B, h, N, M) scaled scores
+    if bias is not None:
+        attn = attn + bias
+    attn = attn.softmax(dim=-1)  # rows sum to 1
+    out = (F.dropout(attn, dropout_p) if dropout_p > 0 else attn) @ v  # (B, h, N, d_head)
+    return out, attn
+
+
+class AttentionLayout(NamedTuple):
+    """Where one block's dense attention map lives (the attention-map contract of every model).
+
+    Every attention model of the package (ViT, DeiT, Swin, NAT) has ``get_attention_maps(x,
+    dense=True)``, a list with one (B, h, N, N) tensor per block, and ``attention_layout(img_size)``,
+    one :class:`AttentionLayout` per block saying how to read it: token ``num_prefix_tokens + i * gw
+    + j`` is the patch at row i, column j of ``grid_size = (gh, gw)`` (image positions, row-major),
+    the first ``num_prefix_tokens`` tokens are CLS / distillation tokens, and ``stage`` numbers the
+    resolution levels (0 for a ViT; Swin's stages, NAT's levels). Local attention (windows,
+    neighbourhoods) is zero outside each query's window.
+    """
+
+    stage: int
+    grid_size: Tuple[int, int]
+    num_prefix_tokens: int
+
+
 class Attention(nn.Module):
     """Multi-head self-attention: ``softmax(Q K^T / sqrt(d_head)) V`` per head, then a projection.
 
-    Two paths compute the same function:
-
-    * fused (default): ``torch.nn.functional.scaled_dot_product_attention``, fast and memory-lean,
-      but it never materialises the attention matrix;
-    * explicit (``return_attention=True``): the textbook formula, returning the post-softmax,
-      pre-dropout weights so they can be drawn. ``tests/test_layers.py`` checks both paths agree
-      forward and backward.
+    The Q, K, V projection (``qkv``, one Linear for all three), the heads and the output projection
+    (``proj``) are set up here once; Swin's window attention and NAT's neighbourhood attention
+    subclass this module and change only which keys each query sees. The attention itself is
+    :func:`attend` (fused, or explicit with ``return_attention=True``).
 
     Args:
         dim: D, the token width.
@@ -247,6 +306,10 @@ class Attention(nn.Module):
         self.proj = nn.Linear(dim, dim)
         self.proj_drop = nn.Dropout(proj_drop)
 
+    def dropout_p(self) -> float:
+        """The attention-weight dropout of this step: ``attn_drop.p`` in training, 0 in eval."""
+        return self.attn_drop.p if self.training else 0.0
+
     def forward(
         self,
         x: torch.Tensor,
@@ -257,19 +320,7 @@ class Attention(nn.Module):
         qkv = self.qkv(x).reshape(B, N, 3, self.num_heads, self.head_dim)  # (B, N, 3, h, d_head)
         q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # 3 x (B, h, N, d_head)
         q, k = self.q_norm(q), self.k_norm(k)
-
-        if return_attention:
-            attn = (q * self.scale) @ k.transpose(-2, -1)  # (B, h, N, N)
-            if attn_mask is not None:
-                attn = attn + attn_mask
-            attn = attn.softmax(dim=-1)  # rows sum to 1
-            weights = attn
-            x = self.attn_drop(attn) @ v  # (B, h, N, d_head)
-        else:
-            x = F.scaled_dot_product_attention(
-                q, k, v, attn_mask=attn_mask, dropout_p=self.attn_drop.p if self.training else 0.0
-            )  # (B, h, N, d_head)
-
+        x, weights = attend(q, k, v, attn_mask, self.dropout_p(), explicit=return_attention)  # (B, h, N, d_head)
         x = x.transpose(1, 2).reshape(B, N, D)  # (B, N, D): heads concatenated
         x = self.proj_drop(self.proj(x))
         return (x, weights) if return_attention else x

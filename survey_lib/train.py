@@ -37,7 +37,7 @@ import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Sequence, Union
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
@@ -473,9 +473,63 @@ def fit(
 
     cfg = config or TrainConfig()
     step_fn = step_fn or classification_step(cfg.label_smoothing)
+    run = _setup(model, train_set, val_set, cfg, eval_fn, optimizer)
+    history, start_epoch = _resume(run, cfg)
+    runner = _wrap_for_ddp(run, step_fn, cfg)
+    bar = tqdm(total=cfg.epochs * run.steps_per_epoch, initial=start_epoch * run.steps_per_epoch, desc=cfg.desc,
+               disable=not (run.main and _progress_enabled(cfg.progress)), dynamic_ncols=True)
+    try:
+        for epoch in range(start_epoch, cfg.epochs):
+            t0 = time.perf_counter()
+            row = _train_one_epoch(run, runner, cfg, epoch, history, bar)
+            if run.eval_fn is not None and ((epoch + 1) % cfg.eval_every == 0 or epoch + 1 == cfg.epochs):
+                row.update(_evaluate(run))
+                if "val_acc" in row:
+                    bar.set_postfix(epoch=epoch + 1, loss=f"{row['train_loss']:.3f}", val_acc=f"{row['val_acc']:.3f}")
+            row["seconds"] = time.perf_counter() - t0
+            if run.distributed:
+                row = broadcast_object(row)  # rank 0's wall time and evaluation: identical rows everywhere
+            history.rows.append(row)
+            if run.ckpt is not None:
+                _write_checkpoint(run, cfg, epoch + 1, history)
+    finally:
+        bar.close()
+    _sync_buffers(model)  # every rank returns rank 0's model
+    model.eval()
+    if run.device != run.home:
+        model.to(run.home)
+    return history
+
+
+@dataclass
+class _Run:
+    """What one :func:`fit` call works with: the model and its devices, the loader, the optimiser,
+    the schedule's length, the evaluation, the checkpoint path and the process group."""
+
+    model: nn.Module
+    optimizer: torch.optim.Optimizer
+    loader: DataLoader
+    sampler: Optional[DistributedSampler]
+    eval_fn: Optional[Callable[[nn.Module], Dict[str, float]]]
+    steps_per_epoch: int
+    total_steps: int
+    warmup_steps: int
+    ckpt: Optional[Path]
+    distributed: bool
+    rank: int
+    world: int
+    home: torch.device
+    device: torch.device
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+
+def _setup(model: nn.Module, train_set, val_set, cfg: TrainConfig, eval_fn, optimizer) -> _Run:
+    """Process group, device, default evaluation, seeding, loader, schedule length and optimiser."""
     distributed = init_distributed()
     rank, world = (get_rank(), get_world_size()) if distributed else (0, 1)
-    main = rank == 0
     home = device = _model_device(model)
     if distributed and torch.distributed.get_backend() == "nccl":
         device = torch.device("cuda", torch.cuda.current_device())
@@ -494,132 +548,143 @@ def fit(
     steps_per_epoch = len(loader)
     if steps_per_epoch == 0:
         raise ValueError("the training set yields no batch; lower batch_size or set drop_last=False")
-    total_steps = cfg.epochs * steps_per_epoch
-    warmup_steps = int(round(cfg.warmup_epochs * steps_per_epoch))
     if optimizer is None:
         optimizer = torch.optim.AdamW(param_groups(model, cfg.weight_decay), lr=cfg.lr, betas=tuple(cfg.betas))
+    return _Run(model=model, optimizer=optimizer, loader=loader, sampler=sampler, eval_fn=eval_fn,
+                steps_per_epoch=steps_per_epoch, total_steps=cfg.epochs * steps_per_epoch,
+                warmup_steps=int(round(cfg.warmup_epochs * steps_per_epoch)),
+                ckpt=Path(cfg.checkpoint_path) if cfg.checkpoint_path else None,
+                distributed=distributed, rank=rank, world=world, home=home, device=device)
 
-    history = History()
-    start_epoch = 0
-    ckpt = Path(cfg.checkpoint_path) if cfg.checkpoint_path else None
-    if ckpt is not None and cfg.resume:
-        # Rank 0 reads the file and sends it to the others: no shared filesystem needed across nodes.
-        state, error = None, None
-        if main and ckpt.exists():
-            try:
-                state = load_checkpoint(ckpt, model)
-            except Exception as e:  # re-raised on every rank below, so no rank waits forever
-                error = e
-        if distributed:
-            state, error = broadcast_object((state, error))
-            if state is not None and not main:
-                check_architecture(model, state.get("arch", {}), ckpt)
-                model.load_state_dict(state["model"])
-        if error is not None:
-            raise error
-        if state is not None:
-            optimizer.load_state_dict(state["optimizer"])
-            history = History(rows=state["history"]["rows"], step_losses=state["history"]["step_losses"])
-            start_epoch = state["epoch"]
-            per_rank = state.get("rng_per_rank")
-            if per_rank is not None and len(per_rank) == world:
-                _set_rng_state(per_rank[rank], loader)
-            elif main:  # a different number of processes: rank 0 continues rank 0's streams
-                _set_rng_state(state["rng"], loader)
 
-    runner = _StepRunner(model, step_fn)
-    if distributed:
+def _resume(run: _Run, cfg: TrainConfig) -> Tuple[History, int]:
+    """The history so far and the first epoch to run: from the checkpoint when it exists (model,
+    optimiser, history and every random state restored), else an empty history and epoch 0."""
+    if run.ckpt is None or not cfg.resume:
+        return History(), 0
+    model = run.model
+    # Rank 0 reads the file and sends it to the others: no shared filesystem needed across nodes.
+    state, error = None, None
+    if run.main and run.ckpt.exists():
+        try:
+            state = load_checkpoint(run.ckpt, model)
+        except Exception as e:  # re-raised on every rank below, so no rank waits forever
+            error = e
+    if run.distributed:
+        state, error = broadcast_object((state, error))
+        if state is not None and not run.main:
+            check_architecture(model, state.get("arch", {}), run.ckpt)
+            model.load_state_dict(state["model"])
+    if error is not None:
+        raise error
+    if state is None:
+        return History(), 0
+    run.optimizer.load_state_dict(state["optimizer"])
+    per_rank = state.get("rng_per_rank")
+    if per_rank is not None and len(per_rank) == run.world:
+        _set_rng_state(per_rank[run.rank], run.loader)
+    elif run.main:  # a different number of processes: rank 0 continues rank 0's streams
+        _set_rng_state(state["rng"], run.loader)
+    return History(rows=state["history"]["rows"], step_losses=state["history"]["step_losses"]), state["epoch"]
+
+
+def _wrap_for_ddp(run: _Run, step_fn, cfg: TrainConfig) -> nn.Module:
+    """The step as a module (:class:`_StepRunner`), wrapped in DistributedDataParallel under torchrun."""
+    runner: nn.Module = _StepRunner(run.model, step_fn)
+    if run.distributed:
         from torch.nn.parallel import DistributedDataParallel
 
         # DDP broadcasts rank 0's parameters and buffers now, so every rank starts from the same model.
-        runner = DistributedDataParallel(runner, device_ids=[device.index] if device.type == "cuda" else None,
+        runner = DistributedDataParallel(runner, device_ids=[run.device.index] if run.device.type == "cuda" else None,
                                          find_unused_parameters=cfg.find_unused_parameters)
+    return runner
 
-    bar = tqdm(total=total_steps, initial=start_epoch * steps_per_epoch, desc=cfg.desc,
-               disable=not (main and _progress_enabled(cfg.progress)), dynamic_ncols=True)
-    step = start_epoch * steps_per_epoch
-    for epoch in range(start_epoch, cfg.epochs):
-        if sampler is not None:
-            sampler.set_epoch(epoch)  # a new shuffle each epoch, the same on every rank
-        model.train()
-        t0 = time.perf_counter()
-        sums: Dict[str, float] = {}
-        n_seen = n_correct = n_batches = 0
-        for batch in loader:
-            lr = cosine_lr(step, total_steps, warmup_steps, cfg.lr, cfg.min_lr)
-            for g in optimizer.param_groups:
-                g["lr"] = lr
-            loss_t, logits, targets, metrics = runner(_to_device(batch, device))
-            optimizer.zero_grad(set_to_none=True)
-            loss_t.backward()  # under DDP the gradients are averaged over the ranks here
-            if cfg.clip_grad is not None:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.clip_grad)
-            optimizer.step()
-            if hasattr(model, "on_train_step_end"):
-                model.on_train_step_end(step, total_steps)
-            loss = float(loss_t.detach())
-            correct = seen = 0
-            if logits is not None and targets is not None:
-                correct, seen = int((logits.argmax(-1) == targets).sum()), int(targets.numel())
-            if distributed:  # one small all-reduce: every rank logs (and checks) the global numbers
-                keys = sorted(metrics)
-                tot = all_reduce_sum([loss, correct, seen] + [float(metrics[k]) for k in keys])
-                loss, correct, seen = float(tot[0]) / world, int(tot[1]), int(tot[2])
-                metrics = {k: float(tot[3 + i]) / world for i, k in enumerate(keys)}
-            if not math.isfinite(loss):
-                bar.close()
-                raise FloatingPointError(f"loss became {loss} at step {step} (epoch {epoch + 1}); lower lr "
-                                         f"(now {lr:.2e}) or enable clip_grad")
-            history.step_losses.append(loss)
-            sums["train_loss"] = sums.get("train_loss", 0.0) + loss
-            for k, v in metrics.items():
-                sums[k] = sums.get(k, 0.0) + float(v)
-            n_correct += correct
-            n_seen += seen
-            n_batches += 1
-            step += 1
-            bar.update(1)
-            bar.set_postfix(epoch=epoch + 1, loss=f"{loss:.3f}", refresh=False)
 
-        row: Dict[str, float] = {"epoch": epoch + 1, "lr": lr}
-        row.update({k: v / n_batches for k, v in sums.items()})
-        if n_seen:
-            row["train_acc"] = n_correct / n_seen
-        if eval_fn is not None and ((epoch + 1) % cfg.eval_every == 0 or epoch + 1 == cfg.epochs):
-            rng = _get_rng_state(loader)  # evaluation must not change the training's random stream
-            _sync_buffers(model)
-            model.eval()
-            row.update({k: float(v) for k, v in eval_fn(model).items()})
-            _set_rng_state(rng, loader)
-            if "val_acc" in row:
-                bar.set_postfix(epoch=epoch + 1, loss=f"{row['train_loss']:.3f}", val_acc=f"{row['val_acc']:.3f}")
-        row["seconds"] = time.perf_counter() - t0
-        if distributed:
-            row = broadcast_object(row)  # rank 0's wall time and evaluation: identical rows everywhere
-        history.rows.append(row)
+def _train_one_epoch(run: _Run, runner: nn.Module, cfg: TrainConfig, epoch: int, history: History, bar) -> Dict[str, float]:
+    """One pass over the loader: schedule, forward, backward, clip, step; returns the epoch's row
+    (``epoch``, ``lr``, mean ``train_loss`` and metrics, ``train_acc``) and appends every step's loss.
 
-        if ckpt is not None:
-            rng_per_rank = all_gather_object(_get_rng_state(loader)) if distributed else None
-            if main:
-                state = {
-                    "model": model.state_dict(),
-                    "optimizer": optimizer.state_dict(),
-                    "epoch": epoch + 1,
-                    "history": {"rows": history.rows, "step_losses": history.step_losses},
-                    "rng": _get_rng_state(loader),
-                    "config": asdict(cfg),
-                    "arch": architecture_signature(model),
-                }
-                if distributed:
-                    state["rng_per_rank"] = rng_per_rank  # each rank's streams, for an exact resume
-                    state["world_size"] = world
-                save_checkpoint(ckpt, state)
-    bar.close()
-    _sync_buffers(model)  # every rank returns rank 0's model
-    model.eval()
-    if device != home:
-        model.to(home)
-    return history
+    Raises:
+        FloatingPointError: a non-finite loss.
+    """
+    model, optimizer = run.model, run.optimizer
+    if run.sampler is not None:
+        run.sampler.set_epoch(epoch)  # a new shuffle each epoch, the same on every rank
+    model.train()
+    sums: Dict[str, float] = {}
+    n_seen = n_correct = n_batches = 0
+    step = epoch * run.steps_per_epoch
+    lr = cfg.lr
+    for batch in run.loader:
+        lr = cosine_lr(step, run.total_steps, run.warmup_steps, cfg.lr, cfg.min_lr)
+        for g in optimizer.param_groups:
+            g["lr"] = lr
+        loss_t, logits, targets, metrics = runner(_to_device(batch, run.device))
+        optimizer.zero_grad(set_to_none=True)
+        loss_t.backward()  # under DDP the gradients are averaged over the ranks here
+        if cfg.clip_grad is not None:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.clip_grad)
+        optimizer.step()
+        if hasattr(model, "on_train_step_end"):
+            model.on_train_step_end(step, run.total_steps)
+        loss = float(loss_t.detach())
+        correct = seen = 0
+        if logits is not None and targets is not None:
+            correct, seen = int((logits.argmax(-1) == targets).sum()), int(targets.numel())
+        if run.distributed:  # one small all-reduce: every rank logs (and checks) the global numbers
+            keys = sorted(metrics)
+            tot = all_reduce_sum([loss, correct, seen] + [float(metrics[k]) for k in keys])
+            loss, correct, seen = float(tot[0]) / run.world, int(tot[1]), int(tot[2])
+            metrics = {k: float(tot[3 + i]) / run.world for i, k in enumerate(keys)}
+        if not math.isfinite(loss):
+            raise FloatingPointError(f"loss became {loss} at step {step} (epoch {epoch + 1}); lower lr "
+                                     f"(now {lr:.2e}) or enable clip_grad")
+        history.step_losses.append(loss)
+        sums["train_loss"] = sums.get("train_loss", 0.0) + loss
+        for k, v in metrics.items():
+            sums[k] = sums.get(k, 0.0) + float(v)
+        n_correct += correct
+        n_seen += seen
+        n_batches += 1
+        step += 1
+        bar.update(1)
+        bar.set_postfix(epoch=epoch + 1, loss=f"{loss:.3f}", refresh=False)
+
+    row: Dict[str, float] = {"epoch": epoch + 1, "lr": lr}
+    row.update({k: v / n_batches for k, v in sums.items()})
+    if n_seen:
+        row["train_acc"] = n_correct / n_seen
+    return row
+
+
+def _evaluate(run: _Run) -> Dict[str, float]:
+    """The evaluation in eval mode, on rank 0's model, without touching the training's random stream."""
+    rng = _get_rng_state(run.loader)  # evaluation must not change the training's random stream
+    _sync_buffers(run.model)
+    run.model.eval()
+    out = {k: float(v) for k, v in run.eval_fn(run.model).items()}
+    _set_rng_state(rng, run.loader)
+    return out
+
+
+def _write_checkpoint(run: _Run, cfg: TrainConfig, epochs_done: int, history: History) -> None:
+    """Model, optimiser, history and every random state, written atomically by rank 0."""
+    rng_per_rank = all_gather_object(_get_rng_state(run.loader)) if run.distributed else None
+    if not run.main:
+        return
+    state = {
+        "model": run.model.state_dict(),
+        "optimizer": run.optimizer.state_dict(),
+        "epoch": epochs_done,
+        "history": {"rows": history.rows, "step_losses": history.step_losses},
+        "rng": _get_rng_state(run.loader),
+        "config": asdict(cfg),
+        "arch": architecture_signature(run.model),
+    }
+    if run.distributed:
+        state["rng_per_rank"] = rng_per_rank  # each rank's streams, for an exact resume
+        state["world_size"] = run.world
+    save_checkpoint(run.ckpt, state)
 
 
 def _get_rng_state(loader: DataLoader) -> Dict[str, Any]:

@@ -10,18 +10,17 @@ Sources:
     Caron et al. 2021, "Emerging Properties in Self-Supervised Vision Transformers",
     arXiv:2104.14294, Fig. 1/3 (CLS attention per head of the last layer).
     Abnar & Zuidema 2020, "Quantifying Attention Flow in Transformers", arXiv:2005.00928, Sec. 3
-    (rollout, :func:`survey_lib.viz.attention_rollout`).
+    (rollout, :func:`survey_lib.viz.attention.attention_rollout`).
 
 Any model works through a small adapter, :class:`AttentionSource`: a callable ``images -> list of
 (B, h, N, N)`` post-softmax maps (first layer first), the patch grid ``(gh, gw)`` and the number of
 prefix tokens before the patches (1 for a CLS token, 2 with DeiT's distillation token, 0 for a
-model without one), so that ``N = prefix + gh * gw``. :meth:`AttentionSource.from_vit` builds it for
-anything with ``get_attention_maps`` and a ``patch_embed`` (our ViT, DeiT, a DINO backbone). A model
-with local attention scatters one stage's weights into ``(B, h, N, N)`` with zeros outside each
-window and passes that stage's grid: :meth:`AttentionSource.from_swin` does it for a stage of our Swin
-(windows of the rolled grid mapped back to image positions), :meth:`AttentionSource.from_nat` for a
-level of our NAT (through :func:`survey_lib.models.nat.attention_to_dense`). A DINO wrapper is
-explored through its teacher's backbone (:func:`as_attention_source`).
+model without one), so that ``N = prefix + gh * gw``. :meth:`AttentionSource.from_model` builds it
+from the attention-map contract every model of the package has (``get_attention_maps(x,
+dense=True)`` and ``attention_layout()``, see :class:`survey_lib.layers.AttentionLayout`): ViT,
+DeiT, one stage of Swin (windows mapped back to image positions), one level of NAT. The widget
+never reaches into a model's blocks. A DINO wrapper is explored through its teacher's backbone
+(:func:`as_attention_source`). This module is UI only.
 
 Deviations: the maps are computed once for the given images (a few images at a time, as in the
 papers' figures); the figure is drawn with matplotlib's Agg backend and shown as a PNG in an
@@ -40,7 +39,8 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 
-from .viz import _to_display, attention_rollout
+from .viz.attention import attention_rollout
+from .viz.common import _to_display
 
 __all__ = ["AttentionSource", "AttentionExplorer", "as_attention_source"]
 
@@ -64,149 +64,92 @@ class AttentionSource:
     name: str = "model"
 
     @classmethod
-    def from_vit(cls, model: torch.nn.Module, img_size: Optional[Tuple[int, int]] = None,
-                 name: Optional[str] = None) -> "AttentionSource":
-        """Adapter for a model with ``get_attention_maps(x)`` and ``patch_embed`` (ViT, DeiT, DINO backbone).
+    def from_model(cls, model: torch.nn.Module, stage: int = 0, img_size: Optional[Tuple[int, int]] = None,
+                   name: Optional[str] = None, kind: str = "stage") -> "AttentionSource":
+        """Adapter for any model with the attention-map contract (ViT, DeiT, Swin, NAT, a DINO backbone).
+
+        The contract (:class:`survey_lib.layers.AttentionLayout`): ``model.get_attention_maps(x,
+        dense=True)`` gives one (B, h, N, N) map per block in image positions (windows and
+        neighbourhoods scattered into it, zero outside them) and ``model.attention_layout(img_size)``
+        says, per block, its stage, its token grid and its prefix tokens. The explorer shows the
+        blocks of one stage (a ViT has one; Swin's stages and NAT's levels differ in grid).
 
         Args:
             model: e.g. :class:`survey_lib.models.vit.VisionTransformer` (or ``dino.teacher.backbone``).
+            stage: which stage (0 = the first, finest grid).
             img_size: (H, W) of the images if they differ from the model's (the grid follows them).
+            kind: what a stage is called in messages (``"stage"``, ``"level"``).
 
         Raises:
-            TypeError: the model has no ``get_attention_maps`` or no ``patch_embed``.
+            TypeError: the model has no ``get_attention_maps`` or ``attention_layout``.
+            ValueError: ``stage`` out of range, or an ``img_size`` the model cannot take.
         """
-        if not hasattr(model, "get_attention_maps") or not hasattr(model, "patch_embed"):
-            raise TypeError(f"{type(model).__name__} has no get_attention_maps/patch_embed; wrap it yourself: "
+        if not hasattr(model, "get_attention_maps") or not hasattr(model, "attention_layout"):
+            raise TypeError(f"{type(model).__name__} has no get_attention_maps/attention_layout; wrap it yourself: "
                             "AttentionSource(attention_fn=images -> [(B, h, N, N), ...], grid_size=(gh, gw), "
                             "num_prefix_tokens=...)")
-        pe = model.patch_embed
-        grid = tuple(pe.dynamic_grid_size(tuple(img_size))) if img_size is not None else tuple(pe.grid_size)
-        prefix = int(getattr(model, "num_prefix_tokens", 1))
-        return cls(model.get_attention_maps, (int(grid[0]), int(grid[1])), prefix, name or type(model).__name__)
+        layout = model.attention_layout(tuple(img_size) if img_size is not None else None)
+        n_stages = 1 + max(entry.stage for entry in layout)
+        if not 0 <= stage < n_stages:
+            raise ValueError(f"{kind} {stage} out of range: the model has {n_stages} {kind}s (0..{n_stages - 1})")
+        picked = [i for i, entry in enumerate(layout) if entry.stage == stage]
+        first = layout[picked[0]]
+
+        def attention_fn(images: torch.Tensor) -> List[torch.Tensor]:
+            maps = model.get_attention_maps(images, dense=True)  # one (B, h, N, N) per block
+            return [maps[i] for i in picked]
+
+        grid = (int(first.grid_size[0]), int(first.grid_size[1]))
+        label = name or (type(model).__name__ if n_stages == 1 else f"{type(model).__name__}, {kind} {stage + 1}")
+        return cls(attention_fn, grid, int(first.num_prefix_tokens), label)
+
+    @classmethod
+    def from_vit(cls, model: torch.nn.Module, img_size: Optional[Tuple[int, int]] = None,
+                 name: Optional[str] = None) -> "AttentionSource":
+        """:meth:`from_model` for a single-stage model (ViT, DeiT, a DINO backbone)."""
+        return cls.from_model(model, 0, img_size, name)
 
     @classmethod
     def from_swin(cls, model: torch.nn.Module, stage: int = 0, name: Optional[str] = None) -> "AttentionSource":
-        """Adapter for one stage of :class:`survey_lib.models.swin.SwinTransformer` (window attention).
+        """:meth:`from_model` for one stage of :class:`survey_lib.models.swin.SwinTransformer`.
 
-        Each block's per-window weights (B, nW, h, M*M, M*M) are scattered into a dense (B, h, N, N)
-        over the stage's H x W token grid (N = H*W, row-major, no prefix token), zero outside the
-        query's window. A shifted block's windows live on the grid rolled by ``-shift``: token
-        (ti, tj) of window (wi, wj) sits at rolled position (wi*M + ti, wj*M + tj), which is image
-        position ((wi*M + ti + shift_h) mod H, (wj*M + tj + shift_w) mod W), for queries and keys
-        alike. So the explorer's query patch is always an image position, and in a shifted block
-        its window visibly straddles the borders of the unshifted windows.
-
-        Args:
-            model: our SwinTransformer; the images must have its ``img_size`` (its masks are fixed).
-            stage: which stage (0 = the first, finest grid).
+        A shifted block's windows live on the grid rolled by ``-shift``; the dense maps put every
+        window token back at its image position, so the explorer's query patch is always an image
+        position, and in a shifted block its window visibly straddles the unshifted windows' borders.
 
         Raises:
-            TypeError: not a model with Swin stages (``layers[i].blocks``) and ``get_attention_maps``.
+            TypeError: not a model with Swin stages (``layers``) and the attention-map contract.
             ValueError: ``stage`` out of range.
         """
-        if not hasattr(model, "get_attention_maps") or not hasattr(model, "layers"):
+        if not hasattr(model, "layers") or not hasattr(model, "attention_layout"):
             raise TypeError(f"{type(model).__name__} is not survey_lib's SwinTransformer (no layers/get_attention_maps)")
-        stages = list(model.layers)
-        if not 0 <= stage < len(stages):
-            raise ValueError(f"stage {stage} out of range: the model has {len(stages)} stages (0..{len(stages) - 1})")
-        first = sum(len(s.blocks) for s in stages[:stage])
-        blocks = list(stages[stage].blocks)
-        H, W = blocks[0].input_resolution
-        index = [_swin_window_index(b) for b in blocks]  # per block (nW, M*M) flat image positions
-
-        def attention_fn(images: torch.Tensor) -> List[torch.Tensor]:
-            maps = model.get_attention_maps(images)[first:first + len(blocks)]  # per block (B, nW, h, M*M, M*M)
-            out = []
-            for a, idx in zip(maps, index):
-                B, _, h, _, _ = a.shape
-                dense = a.new_zeros(B, h, H * W, H * W)  # (B, h, N, N)
-                dense[:, :, idx[:, :, None], idx[:, None, :]] = a.permute(0, 2, 1, 3, 4)  # (B, h, nW, M*M, M*M)
-                out.append(dense)
-            return out
-
-        return cls(attention_fn, (int(H), int(W)), 0, name or f"{type(model).__name__}, stage {stage + 1}")
+        return cls.from_model(model, stage, None, name)
 
     @classmethod
     def from_nat(cls, model: torch.nn.Module, level: int = 0, img_size: Optional[Tuple[int, int]] = None,
                  name: Optional[str] = None) -> "AttentionSource":
-        """Adapter for one level of :class:`survey_lib.models.nat.NAT` (neighbourhood attention).
-
-        Each block's window weights (B, H_l, W_l, h, k*k) become a dense (B, h, N, N) through
-        :func:`survey_lib.models.nat.attention_to_dense`, with the (kernel, dilation) the block
-        really used on that grid (``attn.window(H_l, W_l)``; DiNA blocks have dilation > 1).
-
-        Args:
-            model: our NAT.  level: which level (0 = the first, finest grid).
-            img_size: (H, W) of the images (default: the model's ``img_size``); the tokenizer halves
-                it twice (rounding up), each downsampler once more.
+        """:meth:`from_model` for one level of :class:`survey_lib.models.nat.NAT` (each block's
+        neighbourhood, with the kernel and dilation it really used, scattered into a dense map).
 
         Raises:
-            TypeError: not a model with NAT levels (``levels``) and ``get_attention_maps``.
+            TypeError: not a model with NAT levels (``levels``) and the attention-map contract.
             ValueError: ``level`` out of range.
         """
-        import math
-
-        from .models.nat import attention_to_dense
-
-        if not hasattr(model, "get_attention_maps") or not hasattr(model, "levels"):
+        if not hasattr(model, "levels") or not hasattr(model, "attention_layout"):
             raise TypeError(f"{type(model).__name__} is not survey_lib's NAT (no levels/get_attention_maps)")
-        levels = list(model.levels)
-        if not 0 <= level < len(levels):
-            raise ValueError(f"level {level} out of range: the model has {len(levels)} levels (0..{len(levels) - 1})")
-        if img_size is None:
-            side = int(model.config["img_size"])
-            img_size = (side, side)
-        grid = [math.ceil(math.ceil(v / 2) / 2) for v in img_size]  # ConvTokenizer: two stride-2 convolutions
-        for _ in range(level):
-            grid = [math.ceil(g / 2) for g in grid]  # each ConvDownsampler: one stride-2 convolution
-        first = sum(len(lv) for lv in levels[:level])
-        blocks = list(levels[level])
-
-        def attention_fn(images: torch.Tensor) -> List[torch.Tensor]:
-            maps = model.get_attention_maps(images)[first:first + len(blocks)]  # per block (B, H_l, W_l, h, k*k)
-            out = []
-            for a, blk in zip(maps, blocks):
-                kernel, dilation = blk.attn.window(a.shape[1], a.shape[2])
-                out.append(attention_to_dense(a, kernel, dilation))  # (B, h, N, N)
-            return out
-
-        return cls(attention_fn, (int(grid[0]), int(grid[1])), 0, name or f"{type(model).__name__}, level {level + 1}")
-
-
-def _swin_window_index(block) -> torch.Tensor:
-    """Flat image position (row-major over the block's grid) of every token of every window.
-
-    Shapes: returns (nW, M_h * M_w) int64, windows and their tokens in ``window_partition`` order
-    on the (rolled, if the block is shifted) grid.
-    """
-    H, W = block.input_resolution
-    mh, mw = block.window_size
-    sh, sw = block.shift_size
-    wi, wj = torch.meshgrid(torch.arange(H // mh), torch.arange(W // mw), indexing="ij")  # (H/M, W/M) window grid
-    ti, tj = torch.meshgrid(torch.arange(mh), torch.arange(mw), indexing="ij")  # (M, M) inside a window
-    rows = (wi.reshape(-1, 1) * mh + ti.reshape(1, -1) + sh) % H  # (nW, M*M): image row of each window token
-    cols = (wj.reshape(-1, 1) * mw + tj.reshape(1, -1) + sw) % W  # (nW, M*M): image column
-    return rows * W + cols  # (nW, M*M)
+        return cls.from_model(model, level, img_size, name, kind="level")
 
 
 def as_attention_source(obj: Union[AttentionSource, torch.nn.Module], img_size: Optional[Tuple[int, int]] = None) -> AttentionSource:
     """An :class:`AttentionSource` for ``obj``: itself if it is one; for a DINO wrapper (it has
-    ``teacher.backbone``) its teacher's backbone; a Swin (first stage) or a NAT (first level) through
-    :meth:`~AttentionSource.from_swin` / :meth:`~AttentionSource.from_nat`; anything else through
-    :meth:`AttentionSource.from_vit`. Pass an explicit adapter for another stage or level."""
+    ``teacher.backbone``) its teacher's backbone; any model with the attention-map contract through
+    :meth:`AttentionSource.from_model` (its first stage). Pass an explicit adapter for another stage."""
     if isinstance(obj, AttentionSource):
         return obj
     teacher = getattr(obj, "teacher", None)
     if teacher is not None and hasattr(teacher, "backbone"):  # survey_lib.objectives.dino.DINO
         obj = teacher.backbone
-    from .models.nat import NAT
-    from .models.swin import SwinTransformer
-
-    if isinstance(obj, SwinTransformer):
-        return AttentionSource.from_swin(obj)
-    if isinstance(obj, NAT):
-        return AttentionSource.from_nat(obj, img_size=img_size)
-    return AttentionSource.from_vit(obj, img_size)
+    return AttentionSource.from_model(obj, 0, img_size)
 
 
 class AttentionExplorer:

@@ -1,53 +1,26 @@
-"""The survey's model zoo: which vision transformers timm provides, what each changed, what they cost.
+"""The survey's model zoo as tables: which vision transformers timm provides, what each changed,
+and what their papers published.
 
-Three things live here, used by ``notebooks/08_cnn_vs_vit.ipynb`` and ``notebooks/09_survey_tables.ipynb``:
-
-1. :data:`VARIANTS` - the architectures named by the review documents (SOURCES.md S3 Tables 1-2, the
-   S4 thesis survey) and a few the survey needs for context, each with its paper, arXiv id, parent,
-   the axis along which it changed ViT (tokenisation, locality, hierarchy, depth scaling,
-   convolution hybrid, ...) and the timm models that implement it (none where timm has no such model).
-2. Cost measurement with one protocol for every model: parameters (``sum(p.numel())``), forward
-   FLOPs (``torch.utils.flop_counter.FlopCounterMode``, via :func:`survey_lib.evaluate.count_flops`),
-   peak memory (:func:`forward_peak_memory`: PyTorch's own CPU-allocator events, see its docstring),
-   batch-1 latency (:func:`survey_lib.evaluate.latency`: same thread count, warm-up, median and p90).
-   :func:`meta_cost` counts parameters and FLOPs of models too large to build (SwinV2-G, ViT-g)
-   on PyTorch's ``meta`` device: shapes only, no memory, no arithmetic.
-3. :data:`PUBLISHED_TOP1` - ImageNet top-1 figures as published (paper and table) next to the
+1. :data:`VARIANTS` - the architectures named by the review documents (the Ukrainian review's
+   Tables 1-2, the ITMO thesis's survey) and a few the survey needs for context, each with its
+   paper, arXiv id, parent, the axis along which it changed ViT (tokenisation, locality, hierarchy,
+   depth scaling, convolution hybrid, ...) and the timm models that implement it (none where timm
+   has no such model).
+2. :data:`PUBLISHED_TOP1` - ImageNet top-1 figures as published (paper and table) next to the
    numbers the review quotes, each discrepancy flagged and explained. These are QUOTES typed by hand
-   with their citations; every parameter and FLOP column next to them is computed.
+   with their citations; :func:`published_table` computes every parameter and FLOP column next to
+   them (:func:`survey_lib.cost.meta_cost`).
 
-FLOP convention: FlopCounterMode counts a multiply-accumulate as 2 FLOPs. Papers' "FLOPs" tables
-(ViT, DeiT, Swin) usually count multiply-accumulates, so their "17.6 GFLOPs" for ViT-B/16 is our
-35.1 GFLOPs; this module reports ``gmacs = flops / 2`` for comparison with papers. FlopCounterMode
-counts only matrix products and convolutions (``mm``, ``addmm``, ``bmm``, ``baddbmm``, convolution,
-scaled-dot-product attention); element-wise work (GELU, softmax, LayerNorm/BatchNorm, additions,
-pooling, interpolation, the window shifts of Swin) is not counted. That work is small in FLOPs but
-not in time on a CPU, which is one reason FLOPs predict latency poorly (see the notebook).
-
-Also here: the small timm ResNet of the CNN-vs-ViT study (:func:`build_resnet`), loading a local
-pretrained checkpoint into it (:func:`load_backbone_checkpoint`), per-frame stream timing
-(:func:`stream_latency`, :func:`read_video_frames`), and the figures (:func:`plot_cost_scatter`,
-:func:`plot_family_tree`, :func:`plot_latency_distribution`).
-
-Sources: the papers cited in :data:`VARIANTS` and :data:`PUBLISHED_TOP1`; He et al. 2016, "Deep
-Residual Learning for Image Recognition", arXiv:1512.03385 (ResNet).
-
-Deviations: every model is built by timm with ``pretrained=False`` (no network); latencies are
-those of this machine's CPU in PyTorch eager mode at batch 1, not the GPU throughputs the papers
-report, so they rank models differently than the papers' speed columns do.
+Measuring the models is :mod:`survey_lib.cost`'s job; drawing them is :mod:`survey_lib.viz.survey`'s.
+Sources: the papers cited in :data:`VARIANTS` and :data:`PUBLISHED_TOP1`.
 """
 from __future__ import annotations
 
-import contextlib
 import functools
-import time
 from dataclasses import asdict, dataclass
-from pathlib import Path
-from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple, Union
+from typing import Dict, List, Optional, Sequence, Tuple
 
-import numpy as np
-import torch
-from torch import nn
+from .cost import meta_cost
 
 __all__ = [
     "AXES",
@@ -57,23 +30,11 @@ __all__ = [
     "timm_models_for",
     "SURVEY_MODELS_SMOKE",
     "SURVEY_MODELS_CPU",
-    "environment",
-    "format_environment",
-    "forward_peak_memory",
-    "measure_model",
-    "measure_models",
-    "meta_cost",
     "Quote",
     "PUBLISHED_TOP1",
     "published_table",
-    "build_resnet",
-    "load_backbone_checkpoint",
-    "stream_latency",
-    "read_video_frames",
-    "plot_cost_scatter",
-    "plot_family_tree",
-    "plot_latency_distribution",
 ]
+
 
 # ---------------------------------------------------------------------------------------------
 # 1. the variants
@@ -213,6 +174,8 @@ VARIANTS: Tuple[Variant, ...] = (
             "2410.10267", "ViT", "efficiency", "important tokens to a big block, the rest to a little one", (),
             "S3"),
 )
+
+
 _BY_KEY = {v.key: v for v in VARIANTS}
 
 
@@ -245,6 +208,7 @@ def variant_table(variants: Sequence[Variant] = VARIANTS):
 #: Models measured by notebook 09 under the smoke profile: two small ones, low resolution.
 SURVEY_MODELS_SMOKE: Tuple[str, ...] = ("deit_tiny_patch16_224", "levit_128s")
 
+
 #: Models measured under the cpu profile: every timm model listed in :data:`VARIANTS` that is
 #: buildable on this machine (the giants SAM ViT-H and DINOv2 ViT-g are counted on the meta device only).
 SURVEY_MODELS_CPU: Tuple[str, ...] = tuple(
@@ -253,314 +217,7 @@ SURVEY_MODELS_CPU: Tuple[str, ...] = tuple(
 
 
 # ---------------------------------------------------------------------------------------------
-# 2. measuring cost
-# ---------------------------------------------------------------------------------------------
-def _cpu_model() -> str:
-    """The CPU's marketing name from /proc/cpuinfo (Linux), else ``platform.processor()``."""
-    import platform
-
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.lower().startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine() or "unknown"
-
-
-def environment(device: Union[str, torch.device] = "cpu") -> Dict[str, object]:
-    """What a timing depends on, to print next to it: hardware, software and thread settings.
-
-    Returns:
-        ``device``, ``cpu`` (model name), ``logical_cpus`` (``os.cpu_count()``), ``usable_cpus``
-        (this process's CPU affinity), ``load_avg_1min`` (other work on the machine), ``os``,
-        ``python``, ``torch``, ``torch_threads`` (intra-op, the number every latency here uses),
-        ``torch_interop_threads``, ``omp_num_threads`` (the environment variable), ``mkldnn``
-        (oneDNN available), ``cuda`` (available, and the GPU name when ``device`` is CUDA), ``timm``
-        and ``numpy`` versions.
-    """
-    import os
-    import platform
-    import sys
-
-    dev = torch.device(device)
-    try:
-        usable = len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):
-        usable = os.cpu_count()
-    try:
-        load = round(os.getloadavg()[0], 2)
-    except (AttributeError, OSError):
-        load = None
-    try:
-        import timm
-
-        timm_version = timm.__version__
-    except ImportError:
-        timm_version = "not installed"
-    env: Dict[str, object] = {
-        "device": str(dev),
-        "cpu": _cpu_model(),
-        "logical_cpus": os.cpu_count(),
-        "usable_cpus": usable,
-        "load_avg_1min": load,
-        "os": f"{platform.system()} {platform.release()} ({platform.machine()})",
-        "python": sys.version.split()[0],
-        "torch": torch.__version__,
-        "torch_threads": torch.get_num_threads(),
-        "torch_interop_threads": torch.get_num_interop_threads(),
-        "omp_num_threads": os.environ.get("OMP_NUM_THREADS", "unset"),
-        "mkldnn": bool(torch.backends.mkldnn.is_available()),
-        "cuda": bool(torch.cuda.is_available()),
-        "timm": timm_version,
-        "numpy": np.__version__,
-    }
-    if dev.type == "cuda" and torch.cuda.is_available():
-        env["gpu"] = torch.cuda.get_device_name(dev)
-    return env
-
-
-def format_environment(env: Optional[Dict[str, object]] = None) -> str:
-    """:func:`environment` as aligned ``key: value`` lines, for printing above a table of timings."""
-    env = environment() if env is None else env
-    width = max(len(k) for k in env)
-    return "\n".join(f"{k:<{width}}  {v}" for k, v in env.items())
-
-
-def _example(example: Union[torch.Tensor, Sequence[int]]) -> torch.Tensor:
-    return example if isinstance(example, torch.Tensor) else torch.zeros(tuple(example))
-
-
-@torch.no_grad()
-def forward_peak_memory(model: nn.Module, example: Union[torch.Tensor, Sequence[int]]) -> Dict[str, float]:
-    """Peak CPU memory of one forward pass in eval mode, from PyTorch's allocator events.
-
-    Method: run the forward once under ``torch.profiler.profile(profile_memory=True)``, which
-    records every allocation and free made through PyTorch's CPU allocator (every tensor's storage,
-    including intermediate activations and scratch tensors); replay those events in time order and
-    keep the maximum of the running sum. That is the peak of memory allocated *during* the
-    forward on top of what existed before it. Parameters, buffers and the input already exist, so
-    they are added: ``peak_mb = params_mb + input_mb + activations_peak_mb``.
-
-    Cross-check: :func:`survey_lib.evaluate.peak_memory` counts tensors at the operator level
-    instead. Both give the same peak for transformer blocks; for convolutions this function is
-    higher, because it also sees the scratch buffers a kernel allocates through PyTorch's allocator
-    without returning them as tensors.
-
-    Not included: memory that libraries allocate outside PyTorch's allocator (oneDNN / BLAS
-    workspaces), the Python interpreter and imported code, and allocator caching or fragmentation.
-    A process RSS measurement would include them, but on CPU it cannot be reset per model inside
-    one process and freed memory is often not returned to the OS, so RSS over-states later models.
-
-    Shapes: example (B, C, H, W) (or its shape; zeros are used).
-
-    Returns:
-        ``{"peak_mb", "activations_peak_mb", "params_mb", "input_mb"}`` in MiB (2**20 bytes).
-
-    Raises:
-        RuntimeError: this PyTorch's profiler does not expose its memory events.
-    """
-    from torch.profiler import ProfilerActivity, profile
-
-    x = _example(example)
-    was_training = model.training
-    model.eval()
-    try:
-        with _quiet_stderr(), profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
-            model(x)
-    finally:
-        model.train(was_training)
-    try:
-        events = prof.profiler.kineto_results.events()
-        mem = [(e.start_ns(), e.nbytes()) for e in events if e.name() == "[memory]"]
-    except AttributeError as e:  # the profiler's result API moved
-        raise RuntimeError(f"this torch {torch.__version__} profiler exposes no memory events ({e}); "
-                           f"forward_peak_memory needs torch.profiler with profile_memory=True") from e
-    mem.sort(key=lambda t: t[0])  # stable: events at the same instant keep their recorded order
-    current = peak = 0
-    for _, nbytes in mem:
-        current += nbytes
-        peak = max(peak, current)
-    mib = float(2 ** 20)
-    params = sum(p.numel() * p.element_size() for p in model.parameters())
-    params += sum(b.numel() * b.element_size() for b in model.buffers())
-    inp = x.numel() * x.element_size()
-    return {"peak_mb": (params + inp + peak) / mib, "activations_peak_mb": peak / mib,
-            "params_mb": params / mib, "input_mb": inp / mib}
-
-
-@contextlib.contextmanager
-def _quiet_stderr():
-    """Silence file descriptor 2 for a moment: the profiler's C++ back-end (Kineto) logs
-    "profiler_start" lines and, without a GPU, "gpuGetDeviceCount failed" there. Python exceptions
-    are unaffected."""
-    import os
-    import sys
-
-    try:
-        sys.stderr.flush()
-        saved = os.dup(2)
-    except (OSError, ValueError):  # no real fd 2 (some embedded interpreters): nothing to silence
-        yield
-        return
-    devnull = os.open(os.devnull, os.O_WRONLY)
-    try:
-        os.dup2(devnull, 2)
-        yield
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved)
-        os.close(devnull)
-
-
-@contextlib.contextmanager
-def _frozen(model: nn.Module):
-    """Temporarily set ``requires_grad=False`` on every parameter.
-
-    FlopCounterMode's module tracker hooks the autograd graph of module inputs that require grad; a
-    view of a parameter taken under ``torch.no_grad`` (CaiT's class token entering its class-attention
-    blocks) requires grad but has no grad function, and the tracker fails with "Expected gradient
-    function to be set". With frozen parameters no input requires grad, and the count is unchanged.
-    """
-    flags = [p.requires_grad for p in model.parameters()]
-    try:
-        for p in model.parameters():
-            p.requires_grad_(False)
-        yield model
-    finally:
-        for p, f in zip(model.parameters(), flags):
-            p.requires_grad_(f)
-
-
-def _build_timm(name: str, img_size: Optional[int] = None, **kwargs) -> nn.Module:
-    """``timm.create_model(name, pretrained=False)``, at ``img_size`` where the model takes one."""
-    import timm
-
-    if img_size is not None:
-        try:
-            return timm.create_model(name, pretrained=False, img_size=img_size, **kwargs)
-        except TypeError:  # models without an img_size argument (CNNs, MobileViT, LeViT ...)
-            pass
-    return timm.create_model(name, pretrained=False, **kwargs)
-
-
-def measure_model(model: Union[str, nn.Module], img_size: int = 224, in_chans: int = 3, warmup: int = 2,
-                  repeats: int = 10, num_threads: Optional[int] = None, memory: bool = True,
-                  seed: int = 0) -> Dict[str, float]:
-    """Parameters, FLOPs, peak memory and batch-1 latency of one model, with one protocol.
-
-    Args:
-        model: a module, or a timm model name (built with ``pretrained=False`` at ``img_size`` where
-            the architecture takes an ``img_size`` argument).
-        img_size, in_chans: the input is a zero tensor (1, in_chans, img_size, img_size).
-        warmup, repeats: forward passes before timing and timed passes (median and p90 reported).
-        num_threads: torch intra-op threads while timing (default: the current setting).
-        memory: also measure :func:`forward_peak_memory` (one profiled forward).
-
-    Returns:
-        ``params``, ``flops`` (per image, FlopCounterMode: 1 MAC = 2 FLOPs), ``gmacs``, ``median_ms``,
-        ``p90_ms``, ``threads``, ``peak_mb``, ``activations_peak_mb``, ``build_s`` and ``measure_s``.
-    """
-    from .evaluate import count_flops, count_parameters, latency
-
-    torch.manual_seed(seed)
-    t0 = time.perf_counter()
-    m = _build_timm(model, img_size) if isinstance(model, str) else model
-    m.eval()
-    build_s = time.perf_counter() - t0
-    x = torch.zeros(1, in_chans, img_size, img_size)
-    t1 = time.perf_counter()
-    with _frozen(m):
-        flops = count_flops(m, x)  # batch 1, so per image; also the first warm-up pass
-    row: Dict[str, float] = {"params": float(count_parameters(m)), "flops": float(flops), "gmacs": flops / 2e9}
-    if memory:
-        mem = forward_peak_memory(m, x)
-        row.update(peak_mb=mem["peak_mb"], activations_peak_mb=mem["activations_peak_mb"])
-    lat = latency(m, x, warmup=warmup, repeats=repeats, num_threads=num_threads)
-    row.update(median_ms=lat["median_ms"], p90_ms=lat["p90_ms"], threads=float(lat["threads"]))
-    row.update(build_s=build_s, measure_s=time.perf_counter() - t1)
-    return row
-
-
-def measure_models(names: Sequence[str], img_size: int = 224, warmup: int = 2, repeats: int = 10,
-                   num_threads: Optional[int] = None, memory: bool = True, on_error: str = "record",
-                   progress: bool = True):
-    """:func:`measure_model` over timm names; a pandas DataFrame with one row per model.
-
-    Each model is built, measured and deleted before the next (memory stays bounded). A model that
-    fails to build or run at ``img_size`` is retried at its own default input size (recorded in the
-    ``img_size`` column), and if that fails too its error is kept in the ``error`` column
-    (``on_error="raise"`` re-raises instead).
-    """
-    import gc
-
-    import pandas as pd
-    import timm
-
-    rows = []
-    for name in names:
-        row: Dict[str, object] = {"model": name, "img_size": img_size, "error": ""}
-        try:
-            row.update(measure_model(name, img_size, warmup=warmup, repeats=repeats, num_threads=num_threads,
-                                     memory=memory))
-        except Exception:  # noqa: BLE001 - retried at the native size, then recorded or re-raised
-            native = timm.get_pretrained_cfg_value(name, "input_size") or (3, img_size, img_size)
-            try:
-                if native[-1] == img_size:
-                    raise
-                row.update(measure_model(name, native[-1], warmup=warmup, repeats=repeats,
-                                         num_threads=num_threads, memory=memory), img_size=native[-1])
-            except Exception as e:  # noqa: BLE001
-                if on_error == "raise":
-                    raise
-                row["error"] = f"{type(e).__name__}: {e}"[:200]
-        if progress:
-            msg = row["error"] or f"{row['params'] / 1e6:7.1f} M params {row['gmacs']:7.2f} GMACs " \
-                                  f"{row['median_ms']:8.1f} ms"
-            print(f"  {name:<34} {msg}", flush=True)
-        rows.append(row)
-        gc.collect()
-    return pd.DataFrame(rows)
-
-
-def meta_cost(name: str, img_size: Optional[int] = None) -> Dict[str, float]:
-    """Parameters and FLOPs of a timm model built on the ``meta`` device (no memory, no arithmetic).
-
-    Works for models far too large for this machine (SwinV2-G 2.6B, ViT-g/14 1.1B): tensors have
-    shapes but no data, and FlopCounterMode counts from shapes alone.
-
-    Args:
-        name: timm model name.  img_size: input side (default: the model's own ``input_size``).
-
-    Returns:
-        ``{"params", "flops", "gmacs", "img_size"}`` (FLOPs for one image; cached per name and size).
-    """
-    import timm
-
-    native = timm.get_pretrained_cfg_value(name, "input_size") or (3, 224, 224)
-    return dict(_meta_cost(name, int(img_size or native[-1]), int(native[-1]), int(native[0])))
-
-
-@functools.lru_cache(maxsize=64)
-@torch.no_grad()
-def _meta_cost(name: str, size: int, native_size: int, in_chans: int) -> Dict[str, float]:
-    from torch.utils.flop_counter import FlopCounterMode
-
-    with torch.device("meta"):
-        model = _build_timm(name, size if size != native_size else None)
-    model.eval()
-    x = torch.zeros(1, in_chans, size, size, device="meta")
-    counter = FlopCounterMode(display=False)
-    with _frozen(model), counter:
-        model(x)
-    flops = float(counter.get_total_flops())
-    return {"params": float(sum(p.numel() for p in model.parameters())), "flops": flops, "gmacs": flops / 2e9,
-            "img_size": float(size)}
-
-
-# ---------------------------------------------------------------------------------------------
-# 3. published numbers vs the review's quotes (QUOTES, typed with their citations)
+# 2. published numbers, as quoted
 # ---------------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class Quote:
@@ -597,8 +254,13 @@ class Quote:
 
 
 VIT_PAPER = "Dosovitskiy et al. 2021, arXiv:2010.11929, Table 5 (appendix)"
+
+
 DEIT_PAPER = "Touvron et al. 2021, arXiv:2012.12877, Table 5 and abstract; facebookresearch/deit model zoo"
+
+
 SWIN_PAPER = "Liu et al. 2021, arXiv:2103.14030, Table 1(a)/(b)"
+
 
 #: QUOTED ImageNet figures (not measured here), with their citations; see :class:`Quote`.
 PUBLISHED_TOP1: Tuple[Quote, ...] = (
@@ -687,308 +349,3 @@ def published_table(quotes: Sequence[Quote] = PUBLISHED_TOP1, compute: bool = Tr
                 row["params_flag"] = False
         rows.append(row)
     return pd.DataFrame(rows)
-
-
-# ---------------------------------------------------------------------------------------------
-# the CNN of the CNN-vs-ViT study
-# ---------------------------------------------------------------------------------------------
-def build_resnet(num_classes: int, in_chans: int = 1, arch: str = "small", checkpoint: Union[str, Path, None] = None,
-                 channels: Tuple[int, ...] = (16, 32, 64, 128), layers: Tuple[int, ...] = (1, 1, 1, 1)) -> nn.Module:
-    """A timm ResNet for small images, from scratch, or a timm ResNet fine-tuned from a local checkpoint.
-
-    ``arch="small"``: timm's ``ResNet`` with BasicBlocks ``layers`` and widths ``channels`` (about
-    0.3M parameters and 7M multiply-adds at 32 px by default), sized for 32-48 px inputs by dropping
-    the stem's max-pool: the 7x7 stride-2 stem convolution alone takes a 32 px image to 16 x 16, and
-    the four stages end on 2 x 2 maps (with the max-pool they would end on 1 x 1).
-
-    Any other ``arch`` is a timm model name (e.g. ``"resnet50"``, the source's CNN), built with
-    ``pretrained=False``; with ``checkpoint``, its weights are loaded from that local file by
-    :func:`load_backbone_checkpoint` (the classifier is re-initialised for ``num_classes``; a
-    3-channel stem is summed to ``in_chans``).
-
-    Shapes: (B, in_chans, H, W) -> logits (B, num_classes).
-
-    Raises:
-        ValueError: ``checkpoint`` with ``arch="small"`` (no pretrained small ResNet exists).
-        FileNotFoundError: ``checkpoint`` does not exist.
-    """
-    import timm
-    from timm.models.resnet import BasicBlock, ResNet
-
-    if arch == "small":
-        if checkpoint is not None:
-            raise ValueError("arch='small' has no pretrained weights; pass arch='resnet50' (or another timm "
-                             "ResNet) together with checkpoint=...")
-        model = ResNet(BasicBlock, layers=list(layers), channels=tuple(channels), num_classes=num_classes,
-                       in_chans=in_chans)
-        model.maxpool = nn.Identity()  # total stride 16 instead of 32: a 32 px image ends on 2 x 2 maps
-        return model
-    model = timm.create_model(arch, pretrained=False, num_classes=num_classes, in_chans=in_chans)
-    if checkpoint is not None:
-        load_backbone_checkpoint(model, checkpoint)
-    return model
-
-
-def load_backbone_checkpoint(model: nn.Module, checkpoint: Union[str, Path]) -> Dict[str, List[str]]:
-    """Load a local checkpoint into ``model`` for fine-tuning; returns what was adapted or skipped.
-
-    Accepts a plain state dict, a dict holding it under ``state_dict`` or ``model`` (timm training
-    and :func:`survey_lib.train.fit` checkpoints), or a ``.safetensors`` file. Tensors whose shape
-    differs only in input channels of the first convolution are adapted with timm's
-    ``adapt_input_conv`` (RGB summed to grey); other mismatches (the classifier of another number of
-    classes) are skipped and keep their fresh initialisation.
-
-    Returns:
-        ``{"adapted": [...], "skipped": [...], "missing": [...]}`` key lists.
-
-    Raises:
-        FileNotFoundError: no file at ``checkpoint``.
-        ValueError: nothing in the checkpoint matches the model (wrong architecture).
-    """
-    from timm.models import adapt_input_conv
-
-    path = Path(checkpoint)
-    if not path.is_file():
-        raise FileNotFoundError(f"no checkpoint at {path}; pass the path of a local state dict "
-                                f"(.pth/.pt/.bin or .safetensors), or checkpoint=None to train from scratch")
-    if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
-
-        state = load_file(str(path))
-    else:
-        state = torch.load(path, map_location="cpu", weights_only=False)
-        for k in ("state_dict", "model"):
-            if isinstance(state, dict) and k in state and isinstance(state[k], dict):
-                state = state[k]
-                break
-    state = {k[7:] if k.startswith("module.") else k: v for k, v in state.items()}
-    own = model.state_dict()
-    load, adapted, skipped = {}, [], []
-    for k, v in state.items():
-        if k not in own:
-            skipped.append(k)
-        elif v.shape == own[k].shape:
-            load[k] = v
-        elif v.ndim == 4 and v.shape[0] == own[k].shape[0] and v.shape[2:] == own[k].shape[2:]:
-            load[k] = adapt_input_conv(own[k].shape[1], v)  # (O, I, kh, kw) with I -> in_chans
-            adapted.append(k)
-        else:
-            skipped.append(k)
-    if not load:
-        raise ValueError(f"{path}: none of its {len(state)} tensors match {type(model).__name__}; is it a "
-                         f"checkpoint of this architecture?")
-    missing = [k for k in own if k not in load]
-    model.load_state_dict(load, strict=False)
-    return {"adapted": adapted, "skipped": skipped, "missing": missing}
-
-
-# ---------------------------------------------------------------------------------------------
-# real-time check: per-frame latency on a stream
-# ---------------------------------------------------------------------------------------------
-@torch.no_grad()
-def stream_latency(model: nn.Module, frames: Iterable[torch.Tensor],
-                   preprocess: Optional[Callable[[torch.Tensor], torch.Tensor]] = None,
-                   warmup: int = 3, num_threads: Optional[int] = None) -> Dict[str, object]:
-    """Process a stream one frame at a time, as a live video would, and time every frame.
-
-    Each frame's time covers ``preprocess`` (frame -> (1, C, H, W) batch), the forward pass and the
-    arg-max; the first ``warmup`` frames are processed but not timed.
-
-    Returns:
-        ``{"ms": np.ndarray of per-frame milliseconds, "fps": frames / total seconds,
-        "median_ms", "p90_ms", "p99_ms", "predictions": list of ints, "threads"}``.
-
-    Raises:
-        ValueError: the stream has no frame after the warm-up.
-    """
-    old = torch.get_num_threads()
-    if num_threads is not None:
-        torch.set_num_threads(num_threads)
-    was_training = model.training
-    model.eval()
-    times, preds = [], []
-    try:
-        for i, frame in enumerate(frames):
-            t0 = time.perf_counter()
-            x = preprocess(frame) if preprocess is not None else frame.unsqueeze(0)
-            pred = int(model(x).argmax(-1)[0])
-            dt = (time.perf_counter() - t0) * 1000.0
-            if i >= warmup:
-                times.append(dt)
-                preds.append(pred)
-    finally:
-        threads = torch.get_num_threads()
-        torch.set_num_threads(old)
-        model.train(was_training)
-    if not times:
-        raise ValueError(f"the stream yielded no frame after {warmup} warm-up frames")
-    ms = np.asarray(times)
-    return {"ms": ms, "fps": 1000.0 * len(ms) / ms.sum(), "median_ms": float(np.median(ms)),
-            "p90_ms": float(np.percentile(ms, 90)), "p99_ms": float(np.percentile(ms, 99)),
-            "predictions": preds, "threads": threads}
-
-
-def read_video_frames(path: Union[str, Path], max_frames: Optional[int] = None) -> Iterable[torch.Tensor]:
-    """Yield the frames of a local video or animated image as float tensors (C, H, W) in [0, 1].
-
-    Uses ``imageio.v3.imiter``: GIF/APNG work through Pillow; MP4/AVI need an imageio video plugin
-    (``pip install imageio-ffmpeg`` or ``av``).
-
-    Raises:
-        FileNotFoundError: no file at ``path``.
-        RuntimeError: no installed plugin can decode it (the message says what to install).
-    """
-    import imageio.v3 as iio
-
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"no video at {path}")
-    try:
-        it = iio.imiter(path)
-        for i, frame in enumerate(it):
-            if max_frames is not None and i >= max_frames:
-                break
-            arr = np.asarray(frame)
-            if arr.ndim == 2:
-                arr = arr[..., None]  # (H, W, 1)
-            yield torch.from_numpy(np.ascontiguousarray(arr[..., :3])).permute(2, 0, 1).float() / 255.0  # (C, H, W)
-    except (OSError, ValueError, ImportError) as e:
-        raise RuntimeError(f"cannot decode {path} ({e}); for MP4/AVI install a video plugin: "
-                           f"pip install imageio-ffmpeg (or av)") from e
-
-
-# ---------------------------------------------------------------------------------------------
-# figures
-# ---------------------------------------------------------------------------------------------
-def plot_cost_scatter(df, x: str, y: str, hue: Optional[str] = "axis", label: str = "model", logx: bool = True,
-                      logy: bool = True, xlabel: Optional[str] = None, ylabel: Optional[str] = None,
-                      title: Optional[str] = None, ax=None):
-    """A seaborn scatter of two cost columns of a measurement table, every point labelled.
-
-    Returns:
-        the matplotlib Figure.
-    """
-    import matplotlib.pyplot as plt
-    import seaborn as sns
-
-    d = df.dropna(subset=[x, y])
-    if ax is None:
-        fig, ax = plt.subplots(figsize=(8.5, 6))
-    else:
-        fig = ax.figure
-    sns.scatterplot(data=d, x=x, y=y, hue=hue if hue in d.columns else None, s=60, ax=ax)
-    # labels of points that nearly coincide (the Base-size cluster) are stacked instead of overprinted
-    lx = np.log10(d[x].to_numpy(dtype=float)) if logx else d[x].to_numpy(dtype=float)
-    ly = np.log10(d[y].to_numpy(dtype=float)) if logy else d[y].to_numpy(dtype=float)
-    span = np.array([np.ptp(lx) or 1.0, np.ptp(ly) or 1.0])
-    placed: List[np.ndarray] = []
-    for i, (_, r) in enumerate(d.iterrows()):
-        p = np.array([lx[i], ly[i]]) / span
-        k = sum(np.abs(p - q).max() < 0.045 for q in placed)
-        placed.append(p)
-        ax.annotate(str(r[label]), (r[x], r[y]), fontsize=7, xytext=(4, 2 - 8 * k), textcoords="offset points")
-    if logx:
-        ax.set_xscale("log")
-    if logy:
-        ax.set_yscale("log")
-    ax.set_xlabel(xlabel or x)
-    ax.set_ylabel(ylabel or y)
-    ax.grid(alpha=0.3, which="both")
-    if title:
-        ax.set_title(title)
-    if ax.get_legend() is not None:
-        ax.legend(fontsize=8, loc="best")
-    fig.tight_layout()
-    return fig
-
-
-def plot_family_tree(variants: Optional[Sequence[Variant]] = None, in_timm: Optional[Dict[str, bool]] = None):
-    """Family tree as a timeline: one row per variant in order of arXiv date, one column per axis of
-    change, arrows from the variant each builds on, and what it changed written beside it.
-
-    Args:
-        variants: default :data:`VARIANTS` without the CNN reference (ResNet).
-        in_timm: key -> bool; filled markers are in timm, hollow ones are not (default: looked up in
-            the installed timm).
-
-    Returns:
-        the matplotlib Figure.
-    """
-    import matplotlib.pyplot as plt
-
-    if variants is None:
-        variants = [v for v in VARIANTS if v.key != "ResNet"]
-    if in_timm is None:
-        in_timm = {v.key: bool(timm_models_for(v)) for v in variants}
-    rows = sorted(variants, key=lambda v: (v.date, v.key))
-    lanes = [a for a in AXES if any(v.axis == a for v in rows)]
-    pos = {v.key: (lanes.index(v.axis), -i) for i, v in enumerate(rows)}
-    cmap = plt.get_cmap("tab10")
-    fig, ax = plt.subplots(figsize=(14, 0.34 * len(rows) + 1.6))
-    text_x = len(lanes) - 0.3
-    for i, v in enumerate(rows):  # guide lines and year separators
-        ax.plot([-0.5, text_x], [-i, -i], color="0.92", lw=0.6, zorder=0)
-        year = int(v.date)
-        if i == 0 or year != int(rows[i - 1].date):
-            ax.axhline(-i + 0.5, color="0.55", lw=0.8, zorder=0)
-            ax.text(-0.65, -i + 0.3, str(year), ha="right", va="top", fontsize=9, weight="bold", color="0.35")
-    for v in rows:
-        if v.parent in pos:
-            (x0, y0), (x1, y1) = pos[v.parent], pos[v.key]
-            ax.annotate("", xy=(x1, y1), xytext=(x0, y0), zorder=1,
-                        arrowprops=dict(arrowstyle="-|>", color="0.55", lw=0.7, shrinkA=5, shrinkB=5,
-                                        connectionstyle="arc3,rad=-0.25" if x1 != x0 else "arc3,rad=0.5"))
-    for v in rows:
-        x, y = pos[v.key]
-        c = cmap(AXES.index(v.axis) % 10)
-        ax.scatter([x], [y], s=55, color=c if in_timm.get(v.key) else "white", edgecolors=c, linewidths=1.6,
-                   zorder=3)
-        month = int(round((v.date % 1) * 12 + 0.5))
-        ax.text(text_x, y, f"{v.key}", va="center", fontsize=8.5, weight="bold")
-        ax.text(text_x + 1.55, y, f"{int(v.date)}-{month:02d}  {v.change}" + ("" if in_timm.get(v.key) else "  [not in timm]"),
-                va="center", fontsize=7.5, color="0.2")
-    ax.set_xticks(range(len(lanes)))
-    ax.set_xticklabels(lanes, rotation=35, ha="left", fontsize=9)
-    ax.xaxis.tick_top()
-    ax.set_yticks([])
-    ax.set_xlim(-1.3, text_x + 9.5)
-    ax.set_ylim(-len(rows) + 0.4, 0.7)
-    for side in ("right", "bottom", "left"):
-        ax.spines[side].set_visible(False)
-    ax.set_title("ViT variants: what each changed (column), when (row, by arXiv date), what it builds on (arrow);"
-                 " hollow = not in timm", fontsize=10, pad=12)
-    fig.tight_layout()
-    return fig
-
-
-def plot_latency_distribution(per_model_ms: Dict[str, np.ndarray], budget_ms: Optional[float] = 1000 / 30,
-                              title: Optional[str] = None):
-    """Per-frame latency of several models on the same stream: histogram (log x) and ECDF.
-
-    Args:
-        per_model_ms: model name -> per-frame milliseconds.
-        budget_ms: a frame budget to draw (default 33.3 ms, i.e. 30 frames per second).
-
-    Returns:
-        the matplotlib Figure.
-    """
-    import matplotlib.pyplot as plt
-    import pandas as pd
-    import seaborn as sns
-
-    df = pd.concat([pd.DataFrame({"model": k, "ms": np.asarray(v)}) for k, v in per_model_ms.items()],
-                   ignore_index=True)
-    fig, axes = plt.subplots(1, 2, figsize=(11, 3.6))
-    sns.histplot(data=df, x="ms", hue="model", bins=40, log_scale=True, element="step", ax=axes[0])
-    sns.ecdfplot(data=df, x="ms", hue="model", log_scale=True, ax=axes[1])
-    for ax in axes:
-        if budget_ms:
-            ax.axvline(budget_ms, color="red", ls="--", lw=1)
-        ax.set_xlabel("per-frame latency (ms, log scale)")
-        ax.grid(alpha=0.3, which="both")
-    axes[0].set_title("distribution")
-    axes[1].set_title("cumulative (red: 30 fps budget)" if budget_ms else "cumulative")
-    if title:
-        fig.suptitle(title)
-    fig.tight_layout()
-    return fig

@@ -28,7 +28,7 @@ def digits(n=N_TRAIN, augment=False):
 
 
 def vit(seed=0):
-    from survey_lib.models.vit import vit_for_profile
+    from survey_lib.recipes.vit import vit_for_profile
     from survey_lib.train import seed_everything
 
     seed_everything(seed)
@@ -95,7 +95,8 @@ def main(out_dir: Path) -> None:
     #    BatchNorm in the head, multi-crop batches from a DataLoader with its own collate_fn
     from survey_lib.data import DigitsDataset
     from survey_lib.models.vit import VisionTransformer
-    from survey_lib.objectives.dino import DINO_CONFIGS, build_dino, digits_loader, dino_step
+    from survey_lib.recipes.dino import DINO_CONFIGS, digits_loader
+    from survey_lib.objectives.dino import build_dino, dino_step
     from survey_lib.train import seed_everything
 
     dc = DINO_CONFIGS["smoke"]

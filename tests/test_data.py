@@ -3,8 +3,8 @@ import numpy as np
 import pytest
 import torch
 
-from survey_lib.data import (DIGITS_MEAN, DIGITS_STD, DatasetNotFoundError, DigitsDataset, LFWSubset, PhotoCrops,
-                             digits_split, load_photo, load_torchvision_dataset, make_loader)
+from survey_lib.data import (DIGITS_MEAN, DIGITS_STD, DatasetNotFoundError, DigitsDataset, LFWSubset,
+                             PhotoCrops, digits_split, load_photo, load_torchvision_dataset, make_loader)
 
 
 def test_digits_split_is_fixed_and_stratified():

@@ -3,22 +3,15 @@ distillation objective (Touvron et al. 2021, arXiv:2012.12877, Eq. 2-3) against 
 import pytest
 import torch
 import torch.nn.functional as F
+from parity import load_into, perturbed
 from torch import nn
 
-from survey_lib.models.deit import (
-    DistilledVisionTransformer,
-    deit_for_profile,
-    timm_kwargs,
-    timm_state_dict,
-)
-from survey_lib.models.vit import vit_for_profile
-from survey_lib.objectives.distillation import (
-    DistillationLoss,
-    agreement_eval_fn,
-    cnn_teacher,
-    deit_step,
-    teacher_agreement,
-)
+from survey_lib.models.deit import DistilledVisionTransformer, timm_kwargs, timm_state_dict
+from survey_lib.recipes.deit import deit_for_profile
+from survey_lib.recipes.vit import vit_for_profile
+from survey_lib.objectives.distillation import DistillationLoss, deit_step
+from survey_lib.evaluate import agreement_eval_fn, teacher_agreement
+from survey_lib.recipes.teacher import cnn_teacher
 
 TOL = 1e-5
 CFG = dict(img_size=32, patch_size=8, in_chans=1, num_classes=10, embed_dim=32, depth=2, num_heads=2,
@@ -30,14 +23,9 @@ def _pair():
     from timm.models.deit import VisionTransformerDistilled
 
     torch.manual_seed(0)
-    ours = DistilledVisionTransformer(**CFG)
-    with torch.no_grad():  # make the tokens and heads non-trivial
-        ours.cls_token.normal_()
-        ours.dist_token.normal_()
-        ours.head.bias.normal_()
-        ours.head_dist.bias.normal_()
-    theirs = VisionTransformerDistilled(**timm_kwargs(ours), drop_rate=0.0, drop_path_rate=0.0)
-    theirs.load_state_dict(timm_state_dict(ours), strict=True)
+    ours = perturbed(DistilledVisionTransformer(**CFG), scale=1.0)  # tokens and heads far from their init
+    theirs = load_into(VisionTransformerDistilled(**timm_kwargs(ours), drop_rate=0.0, drop_path_rate=0.0),
+                       timm_state_dict(ours))
     return ours, theirs
 
 
@@ -307,7 +295,3 @@ def test_deit_step_trains_the_student_and_leaves_the_teacher_untouched():
     assert 0.0 <= teacher_agreement(student, teacher, test_set) <= 1.0
 
 
-def test_deit_is_registered():
-    from survey_lib.methods import METHODS
-
-    assert "deit" in METHODS

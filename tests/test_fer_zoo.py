@@ -10,7 +10,10 @@ import pytest
 import torch
 from torch import nn
 
-from survey_lib import zoo
+from survey_lib import cost, zoo
+from survey_lib.data import disk
+from survey_lib.models import resnet
+from survey_lib.viz import survey as survey_viz
 from survey_lib.data import FER2013, FER2013_CLASSES, DatasetNotFoundError
 
 N_PIX = 48 * 48
@@ -129,7 +132,7 @@ def test_fer2013_unknown_split(tmp_path):
     ("swin_base_patch4_window7_224", 87_768_224, 15.43),  # torchvision swin_b: 87,768,224 params, 15.43 GFLOPS
 ])
 def test_meta_cost_matches_published_counts(name, params, gmacs):
-    c = zoo.meta_cost(name)
+    c = cost.meta_cost(name)
     assert c["params"] == params
     assert c["flops"] == pytest.approx(2e9 * c["gmacs"])
     assert c["gmacs"] == pytest.approx(gmacs, rel=0.01)  # torchvision's "GFLOPS" count multiply-adds
@@ -138,7 +141,7 @@ def test_meta_cost_matches_published_counts(name, params, gmacs):
 def test_measured_parameters_equal_timms_own_count():
     import timm
 
-    row = zoo.measure_model("deit_tiny_patch16_224", img_size=32, warmup=0, repeats=1, memory=False)
+    row = cost.measure_model("deit_tiny_patch16_224", img_size=32, warmup=0, repeats=1, memory=False)
     ref = timm.create_model("deit_tiny_patch16_224", pretrained=False, img_size=32)
     assert row["params"] == sum(p.numel() for p in ref.parameters())
     # the 224 px model of the same name is the published 5,717,416 (DeiT-Ti); at 32 px only pos_embed shrinks
@@ -146,13 +149,13 @@ def test_measured_parameters_equal_timms_own_count():
     # FLOPs on real CPU tensors (fused attention) equal the meta-device count and a hand count
     n, d, blocks = 5, 192, 12  # 4 patches + CLS, width, depth
     hand = blocks * (n * d * 3 * d + 2 * n * n * d + n * d * d + 2 * n * d * 4 * d) + 4 * d * 16 * 16 * 3 + d * 1000
-    assert row["flops"] == zoo.meta_cost("deit_tiny_patch16_224", img_size=32)["flops"] == 2 * hand
+    assert row["flops"] == cost.meta_cost("deit_tiny_patch16_224", img_size=32)["flops"] == 2 * hand
 
 
 def test_measure_model_returns_sane_fields():
     torch.manual_seed(0)
-    model = zoo.build_resnet(num_classes=10, in_chans=3)
-    row = zoo.measure_model(model, img_size=32, warmup=1, repeats=5, num_threads=1)
+    model = resnet.build_resnet(num_classes=10, in_chans=3)
+    row = cost.measure_model(model, img_size=32, warmup=1, repeats=5, num_threads=1)
     for key in ("params", "flops", "gmacs", "median_ms", "p90_ms", "threads", "peak_mb", "activations_peak_mb"):
         assert np.isfinite(row[key]), key
     assert row["threads"] == 1 and torch.get_num_threads() == 1
@@ -178,30 +181,30 @@ class _ClassTokenNet(nn.Module):
 def test_flop_count_of_a_class_token_view_under_no_grad():
     # plain FlopCounterMode under no_grad fails here ("Expected gradient function to be set"),
     # which is why cait_* failed; measure_model counts with the parameters frozen
-    row = zoo.measure_model(_ClassTokenNet(), img_size=4, in_chans=1, warmup=0, repeats=1, memory=False)
+    row = cost.measure_model(_ClassTokenNet(), img_size=4, in_chans=1, warmup=0, repeats=1, memory=False)
     assert row["flops"] == 2 * 4 * 4  # one token through a 4 x 4 linear layer
 
 
 def test_peak_memory_sees_the_largest_live_activations():
     model = nn.Sequential(nn.Linear(100, 1000), nn.ReLU(), nn.Linear(1000, 10))
-    out = zoo.forward_peak_memory(model, (64, 100))
+    out = cost.forward_peak_memory(model, (64, 100))
     hidden = 64 * 1000 * 4  # one (64, 1000) float32 tensor
     assert hidden <= out["activations_peak_mb"] * 2**20 <= 4 * hidden
     assert out["params_mb"] * 2**20 == pytest.approx(sum(p.numel() * 4 for p in model.parameters()))
 
 
 def test_forward_peak_memory_agrees_with_the_operator_level_tracker():
-    from survey_lib.evaluate import peak_memory as tensor_peak
+    from survey_lib.cost import peak_memory as tensor_peak
 
     mlp = nn.Sequential(nn.Linear(100, 1000), nn.ReLU(), nn.Linear(1000, 10)).eval()
     x = torch.zeros(64, 100)
     with torch.no_grad():
-        assert zoo.forward_peak_memory(mlp, x)["activations_peak_mb"] * 2**20 == tensor_peak(lambda: mlp(x))
-    cnn = zoo.build_resnet(num_classes=10, in_chans=1).eval()
+        assert cost.forward_peak_memory(mlp, x)["activations_peak_mb"] * 2**20 == tensor_peak(lambda: mlp(x))
+    cnn = resnet.build_resnet(num_classes=10, in_chans=1).eval()
     x = torch.zeros(8, 1, 32, 32)
     with torch.no_grad():
         # the allocator also sees convolution scratch buffers that never become tensors
-        assert zoo.forward_peak_memory(cnn, x)["activations_peak_mb"] * 2**20 >= tensor_peak(lambda: cnn(x))
+        assert cost.forward_peak_memory(cnn, x)["activations_peak_mb"] * 2**20 >= tensor_peak(lambda: cnn(x))
 
 
 def test_environment_reports_what_the_timings_ran_on():
@@ -210,19 +213,19 @@ def test_environment_reports_what_the_timings_ran_on():
     old = torch.get_num_threads()
     try:
         torch.set_num_threads(1)
-        env = zoo.environment()
+        env = cost.environment()
         assert env["torch_threads"] == 1  # the thread count at the time of the call, not a default
     finally:
         torch.set_num_threads(old)
     assert env["torch"] == torch.__version__ and env["timm"] == timm.__version__ and env["device"] == "cpu"
     assert env["cpu"] and 1 <= env["usable_cpus"] <= env["logical_cpus"]
     assert env["cuda"] == torch.cuda.is_available()
-    text = zoo.format_environment(env)
+    text = cost.format_environment(env)
     assert len(text.splitlines()) == len(env) and "torch_threads" in text and torch.__version__ in text
 
 
 def test_latency_fields_from_evaluate():
-    from survey_lib.evaluate import latency
+    from survey_lib.cost import latency
 
     lat = latency(nn.Linear(8, 8), (1, 8), warmup=1, repeats=7, num_threads=1)
     assert set(lat) >= {"median_ms", "p90_ms", "mean_ms", "threads"}
@@ -233,11 +236,11 @@ def test_latency_fields_from_evaluate():
 # the CNN and its local checkpoint
 # ---------------------------------------------------------------------------------------------
 def test_small_resnet_shapes_and_size():
-    model = zoo.build_resnet(num_classes=7, in_chans=1)
+    model = resnet.build_resnet(num_classes=7, in_chans=1)
     assert model(torch.zeros(2, 1, 48, 48)).shape == (2, 7)
     assert 250_000 < sum(p.numel() for p in model.parameters()) < 400_000
     with pytest.raises(ValueError, match="no pretrained weights"):
-        zoo.build_resnet(7, checkpoint="x.pth")
+        resnet.build_resnet(7, checkpoint="x.pth")
 
 
 def test_resnet_fine_tunes_from_a_local_checkpoint(tmp_path):
@@ -247,32 +250,32 @@ def test_resnet_fine_tunes_from_a_local_checkpoint(tmp_path):
     source = timm.create_model("resnet18", pretrained=False)  # stands in for ImageNet weights
     path = tmp_path / "resnet18.pth"
     torch.save({"state_dict": source.state_dict()}, path)
-    model = zoo.build_resnet(num_classes=7, in_chans=1, arch="resnet18", checkpoint=path)
+    model = resnet.build_resnet(num_classes=7, in_chans=1, arch="resnet18", checkpoint=path)
     assert torch.allclose(model.conv1.weight, source.conv1.weight.sum(1, keepdim=True))  # RGB summed to grey
     assert torch.equal(model.layer3[0].conv1.weight, source.layer3[0].conv1.weight)
     assert model.fc.out_features == 7 and not torch.equal(model.fc.weight[:7], source.fc.weight[:7])
-    info = zoo.load_backbone_checkpoint(model, path)
+    info = resnet.load_backbone_checkpoint(model, path)
     assert info["adapted"] == ["conv1.weight"] and set(info["skipped"]) == {"fc.weight", "fc.bias"}
 
     with pytest.raises(FileNotFoundError, match="no checkpoint at"):
-        zoo.build_resnet(7, arch="resnet18", checkpoint=tmp_path / "absent.pth")
+        resnet.build_resnet(7, arch="resnet18", checkpoint=tmp_path / "absent.pth")
     torch.save({"something.else": torch.zeros(3)}, tmp_path / "other.pth")
     with pytest.raises(ValueError, match="none of its 1 tensors match"):
-        zoo.load_backbone_checkpoint(model, tmp_path / "other.pth")
+        resnet.load_backbone_checkpoint(model, tmp_path / "other.pth")
 
 
 # ---------------------------------------------------------------------------------------------
 # stream timing
 # ---------------------------------------------------------------------------------------------
 def test_stream_latency_times_every_frame_after_warmup():
-    model = zoo.build_resnet(num_classes=2, in_chans=1)
+    model = resnet.build_resnet(num_classes=2, in_chans=1)
     frames = [torch.rand(1, 32, 32) for _ in range(8)]
-    out = zoo.stream_latency(model, frames, warmup=3, num_threads=1)
+    out = cost.stream_latency(model, frames, warmup=3, num_threads=1)
     assert len(out["ms"]) == 5 and len(out["predictions"]) == 5
     assert out["fps"] == pytest.approx(1000 * 5 / out["ms"].sum())
     assert out["median_ms"] <= out["p90_ms"] <= out["p99_ms"] and out["threads"] == 1
     with pytest.raises(ValueError, match="no frame after 3 warm-up frames"):
-        zoo.stream_latency(model, frames[:3], warmup=3)
+        cost.stream_latency(model, frames[:3], warmup=3)
 
 
 def test_read_video_frames_from_a_gif(tmp_path):
@@ -281,11 +284,11 @@ def test_read_video_frames_from_a_gif(tmp_path):
     video = (np.random.default_rng(0).random((4, 20, 24, 3)) * 255).astype(np.uint8)
     path = tmp_path / "clip.gif"
     iio.imwrite(path, video, loop=0)
-    frames = list(zoo.read_video_frames(path))
+    frames = list(disk.read_video_frames(path))
     assert len(frames) == 4 and frames[0].shape == (3, 20, 24) and 0 <= frames[0].min() <= frames[0].max() <= 1
-    assert len(list(zoo.read_video_frames(path, max_frames=2))) == 2
+    assert len(list(disk.read_video_frames(path, max_frames=2))) == 2
     with pytest.raises(FileNotFoundError, match="no video at"):
-        list(zoo.read_video_frames(tmp_path / "absent.mp4"))
+        list(disk.read_video_frames(tmp_path / "absent.mp4"))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -317,5 +320,5 @@ def test_published_table_flags_the_swin_mixup():
 def test_family_tree_figure():
     from matplotlib.figure import Figure
 
-    fig = zoo.plot_family_tree()
+    fig = survey_viz.plot_family_tree()
     assert isinstance(fig, Figure)

@@ -9,21 +9,10 @@ import torch.nn.functional as F
 from survey_lib.data import DigitsDataset
 from survey_lib.models.vit import VisionTransformer
 from survey_lib.objectives.dino import DINO, DINOLoss
-from survey_lib.objectives.multitask import (
-    UNLABELLED,
-    MultiTaskDINO,
-    MultiTaskViews,
-    PartiallyLabelled,
-    build_multitask,
-    fixed_steps_loader,
-    labelled_indices,
-    mask_rectangle,
-    multitask_step,
-    random_rotation,
-    rotate_quarter_turns,
-    sample_mask_boxes,
-    train_multitask,
-)
+from survey_lib.objectives.multitask import UNLABELLED, MultiTaskDINO, build_multitask, multitask_step
+from survey_lib.data import (MultiTaskViews, PartiallyLabelled, fixed_steps_loader, labelled_indices,
+                             mask_rectangle, random_rotation, rotate_quarter_turns, sample_mask_boxes)
+from survey_lib.recipes.multitask import train_multitask
 from survey_lib.train import TrainConfig, fit
 
 TINY_VIT = dict(img_size=16, patch_size=8, in_chans=1, num_classes=0, embed_dim=16, depth=1, num_heads=2, mlp_ratio=2.0)

@@ -1,42 +1,23 @@
 """Our Swin against timm's on the same weights, the shifted-window mask, windows, attention maps, errors."""
 import pytest
 import torch
+from parity import perturbed
 from timm.models.swin_transformer import SwinTransformer as TimmSwin
 from timm.models.swin_transformer import WindowAttention as TimmWindowAttention
 
-from survey_lib.models.swin import (
-    SWIN_CONFIGS,
-    PatchMerging,
-    SwinTransformer,
-    SwinTransformerBlock,
-    WindowAttention,
-    from_timm_state_dict,
-    relative_position_index,
-    shifted_window_mask,
-    swin_for_profile,
-    timm_kwargs,
-    timm_state_dict,
-    window_attention_to_grid,
-    window_partition,
-    window_reverse,
-)
+from survey_lib.models.swin import (PatchMerging, SwinTransformer, SwinTransformerBlock,
+                                    WindowAttention, from_timm_state_dict, relative_position_index,
+                                    shifted_window_mask, timm_kwargs, timm_state_dict,
+                                    window_attention_to_grid, window_partition, window_reverse)
+from survey_lib.recipes.swin import SWIN_MODELS, swin_for_profile
 
 # Three stages on a 16x16 patch grid: 16 windows (shifted), 4 windows (shifted), 1 global window.
 CFG = dict(img_size=32, patch_size=2, in_chans=1, num_classes=10, embed_dim=16, depths=(2, 2, 1),
            num_heads=(2, 2, 4), window_size=4, mlp_ratio=2.0, drop_path_rate=0.0)
 
 
-def _perturbed(model):
-    """Make every parameter non-trivial so a wrong mapping cannot hide behind zeros or ones."""
-    torch.manual_seed(1)
-    with torch.no_grad():
-        for p in model.parameters():
-            p.add_(0.05 * torch.randn_like(p))
-    return model
-
-
 def _pair(cfg):
-    ours = _perturbed(SwinTransformer(**cfg)).eval()
+    ours = perturbed(SwinTransformer(**cfg)).eval()
     ref = TimmSwin(**timm_kwargs(ours)).eval()
     ref.load_state_dict(timm_state_dict(ours), strict=True)
     return ours, ref
@@ -136,7 +117,7 @@ def test_relative_position_index_matches_timm():
 
 def test_window_attention_equals_timm_and_paths_agree():
     torch.manual_seed(0)
-    ours = _perturbed(WindowAttention(16, 4, 2))
+    ours = perturbed(WindowAttention(16, 4, 2))
     ref = TimmWindowAttention(16, 2, window_size=4)
     ref.load_state_dict(ours.state_dict())
     mask = shifted_window_mask(8, 4, 2)
@@ -181,7 +162,7 @@ def test_attention_maps_sum_to_one_and_respect_the_mask():
 
 
 def test_embed_and_presets():
-    for profile in SWIN_CONFIGS:
+    for profile in SWIN_MODELS:
         m = swin_for_profile(profile).eval()
         x = torch.randn(1, 1, 32, 32)
         with torch.no_grad():

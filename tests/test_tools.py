@@ -9,8 +9,9 @@ import torch
 from matplotlib.figure import Figure
 
 from survey_lib import viz
-from survey_lib.evaluate import (count_flops, count_parameters, knn_classify, latency, linear_probe, throughput)
-from survey_lib.models.vit import vit_for_profile
+from survey_lib.cost import count_flops, count_parameters, latency, throughput
+from survey_lib.evaluate import knn_classify, linear_probe
+from survey_lib.recipes.vit import vit_for_profile
 from survey_lib.report import Reporter, read_summary, record_result
 from survey_lib.train import History
 

@@ -7,7 +7,7 @@ from torch import nn
 from torch.utils.data import TensorDataset
 
 from survey_lib.data import DigitsDataset
-from survey_lib.models.vit import vit_for_profile
+from survey_lib.recipes.vit import vit_for_profile
 from survey_lib.train import (CheckpointMismatchError, TrainConfig, cosine_lr, fit, load_checkpoint,
                               save_checkpoint, seed_everything)
 

@@ -3,7 +3,10 @@ import pytest
 import torch
 from timm.models.vision_transformer import VisionTransformer as TimmViT
 
-from survey_lib.models.vit import VisionTransformer, resample_pos_embed, timm_kwargs, timm_state_dict, vit_for_profile
+from parity import assert_same_outputs, load_into, perturbed
+
+from survey_lib.models.vit import VisionTransformer, resample_pos_embed, timm_kwargs, timm_state_dict
+from survey_lib.recipes.vit import vit_for_profile
 
 CFG = dict(img_size=32, patch_size=4, in_chans=1, num_classes=10, embed_dim=48, depth=3, num_heads=3)
 
@@ -12,19 +15,14 @@ CFG = dict(img_size=32, patch_size=4, in_chans=1, num_classes=10, embed_dim=48, 
                                    dict(in_chans=3, patch_size=8, img_size=(32, 48), qk_norm=True)])
 def test_logits_equal_timm_on_same_weights(extra):
     torch.manual_seed(0)
-    ours = VisionTransformer(**{**CFG, **extra}).eval()
-    # make every parameter non-trivial so a wrong mapping cannot hide behind zeros or ones
-    with torch.no_grad():
-        for p in ours.parameters():
-            p.add_(0.05 * torch.randn_like(p))
-    ref = TimmViT(**timm_kwargs(ours)).eval()
-    ref.load_state_dict(timm_state_dict(ours), strict=True)
+    ours = perturbed(VisionTransformer(**{**CFG, **extra})).eval()
+    ref = load_into(TimmViT(**timm_kwargs(ours)).eval(), timm_state_dict(ours))
     img = extra.get("img_size", 32)
     h, w = (img, img) if isinstance(img, int) else img
     x = torch.randn(4, extra.get("in_chans", 1), h, w)
-    with torch.no_grad():
-        torch.testing.assert_close(ours(x), ref(x), atol=1e-5, rtol=0)
-        torch.testing.assert_close(ours.forward_features(x), ref.forward_features(x), atol=1e-5, rtol=0)
+    assert_same_outputs(ours, ref, [x])
+    assert_same_outputs(ours.forward_features, ref.forward_features, [x])
+    assert_same_outputs(ours, ref, [x], backward=True)
 
 
 def test_state_dict_keys_are_timms():

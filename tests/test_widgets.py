@@ -7,12 +7,12 @@ import numpy as np
 import pytest
 import torch
 
-from survey_lib.models.vit import vit_for_profile
+from survey_lib.recipes.vit import vit_for_profile
 from survey_lib.train import seed_everything
 from survey_lib.viz import attention_rollout
 from survey_lib.widgets import AttentionExplorer, AttentionSource
 
-pytest.importorskip("ipywidgets")
+import ipywidgets  # noqa: E402,F401  a dependency of the explorer: without it the run fails
 
 
 @pytest.fixture(scope="module")
@@ -117,7 +117,7 @@ def test_a_click_on_a_patch_selects_it(vit_and_images):
 
 
 def test_deit_has_two_prefix_tokens():
-    from survey_lib.models.deit import deit_for_profile
+    from survey_lib.recipes.deit import deit_for_profile
 
     seed_everything(0)
     model = deit_for_profile("smoke").eval()
@@ -149,7 +149,8 @@ def test_bad_inputs_are_explained(vit_and_images):
 # Swin, NAT and DINO through their adapters (the explorer in notebooks 03, 04 and 07)
 # ---------------------------------------------------------------------------------------------
 def test_swin_stage_adapter_places_every_window_row_at_its_image_position():
-    from survey_lib.models.swin import swin_for_profile, window_attention_to_grid
+    from survey_lib.recipes.swin import swin_for_profile
+    from survey_lib.models.swin import window_attention_to_grid
 
     seed_everything(0)
     swin = swin_for_profile("smoke").eval()  # 8x8 grid, 4x4 windows; stage 1: W-MSA then SW-MSA (shift 2)
@@ -179,7 +180,8 @@ def test_swin_stage_adapter_places_every_window_row_at_its_image_position():
 
 
 def test_nat_level_adapter_uses_each_blocks_kernel_and_dilation():
-    from survey_lib.models.nat import attention_to_dense, nat_for_profile, neighborhood_mask
+    from survey_lib.models.nat import attention_to_dense, neighborhood_mask
+    from survey_lib.recipes.nat import nat_for_profile
 
     seed_everything(0)
     nat = nat_for_profile("cpu").eval()  # level 1: an NA block (dilation 1), then a DiNA block (dilation 2), 8x8
@@ -203,7 +205,8 @@ def test_nat_level_adapter_uses_each_blocks_kernel_and_dilation():
 
 def test_a_dino_wrapper_is_explored_through_its_teacher_backbone():
     from survey_lib.models.vit import VisionTransformer
-    from survey_lib.objectives.dino import DINO_CONFIGS, build_dino
+    from survey_lib.recipes.dino import DINO_CONFIGS
+    from survey_lib.objectives.dino import build_dino
 
     dc = DINO_CONFIGS["smoke"]
     seed_everything(0)

@@ -13,13 +13,13 @@ Radford et al. 2021, "Learning Transferable Visual Models From Natural Language 
               joint space, then L2 normalisation           (bias-free ``nn.Linear``), ``F.normalize``
     Sec. 2.5  learnable temperature, log-parametrised,  -> ``logit_scale`` (init ln(1/0.07)), turned
               init 0.07, logits clipped at 100             into 1/tau by ``scale_from_log``
-    Sec. 3.1.4 prompt engineering and ensembling       -> ``survey_lib.captions.zero_shot_weights``
+    Sec. 3.1.4 prompt engineering and ensembling       -> ``survey_lib.evaluate.zero_shot_weights``
 
 The loss is :class:`survey_lib.objectives.infonce.ClipLoss`. Tokens come from open_clip's own
 ``SimpleTokenizer`` (CLIP's BPE vocabulary, shipped inside the package, so it works offline)
-through :class:`CaptionTokenizer`.
+through :class:`survey_lib.data.captions.CaptionTokenizer`.
 
-For comparison, :func:`open_clip_for_profile` builds open_clip's own ``CLIP`` class from a tiny
+For comparison, :func:`build_open_clip` builds open_clip's own ``CLIP`` class from a tiny
 custom config (no pretrained weights): it has the same interface (``encode_image``,
 ``encode_text``, ``forward(images, tokens) -> (image_features, text_features, logit_scale)``), so
 the same training step and evaluation run on both.
@@ -39,84 +39,47 @@ Deviations from the paper (CPU-sized; the architecture is the paper's):
 """
 from __future__ import annotations
 
-import functools
-from typing import Dict, List, Optional, Sequence, Tuple, Union
+import math
+from typing import Dict, List, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from ..layers import Block, _default_norm
-from ..objectives.infonce import INIT_LOGIT_SCALE, scale_from_log
-from .vit import VIT_CONFIGS, VisionTransformer
+from .vit import VisionTransformer
 
 __all__ = [
-    "CaptionTokenizer",
+    "INIT_LOGIT_SCALE",
+    "MAX_LOGIT_SCALE",
+    "scale_from_log",
     "causal_mask",
     "TextTransformer",
     "CLIP",
-    "CLIP_CONFIGS",
-    "clip_for_profile",
-    "OPEN_CLIP_CONFIGS",
-    "open_clip_for_profile",
+    "build_open_clip",
 ]
 
 
-# ---------------------------------------------------------------------------------------------
-# tokenizer
-# ---------------------------------------------------------------------------------------------
-@functools.lru_cache(maxsize=8)
-def _simple_tokenizer(context_length: int):
-    from open_clip.tokenizer import SimpleTokenizer
+#: ln(1 / 0.07): CLIP's initial logit scale, i.e. temperature tau = 0.07 (CLIP Sec. 2.5).
+INIT_LOGIT_SCALE: float = math.log(1.0 / 0.07)
+#: ln(100): the logit scale is clipped so the multiplier exp(logit_scale) never exceeds 100.
+MAX_LOGIT_SCALE: float = math.log(100.0)
 
-    return SimpleTokenizer(context_length=context_length)  # reads the BPE file shipped with open_clip
+#: The image tower of ``CLIP()`` without arguments: a ViT of 64 wide, 4 blocks, patch 4, for 32 px grey images.
+DEFAULT_VISION_CFG: Dict[str, object] = dict(img_size=32, patch_size=4, in_chans=1, embed_dim=64, depth=4,
+                                             num_heads=4, mlp_ratio=2.0)
 
 
-class CaptionTokenizer:
-    """CLIP's byte-pair tokenizer (open_clip's ``SimpleTokenizer``, offline) with a short context.
+def scale_from_log(logit_scale: torch.Tensor, max_logit_scale: float = MAX_LOGIT_SCALE) -> torch.Tensor:
+    """The multiplier ``exp(min(logit_scale, ln 100))`` = 1 / tau, computed once per forward pass.
 
-    Each caption is lower-cased, cleaned, split into BPE tokens, bracketed by the start token
-    (``sot_token_id`` = 49406) and the end token (``eot_token_id`` = 49407), truncated to
-    ``context_length`` (the last kept token is then replaced by the end token, as in open_clip) and
-    zero-padded.
+    CLIP learns the temperature as a log so that it stays positive and its gradient is well scaled;
+    the clamp keeps the logits from growing without bound ("to prevent training instability",
+    CLIP Sec. 2.5). Above the cap the gradient to ``logit_scale`` is zero.
 
-    Args:
-        context_length: tokens per caption, start and end tokens included.
-
-    Shapes:
-        ``tokenizer(texts)``: list of B strings (or one string) -> (B, context_length) int64.
-
-    Raises:
-        ValueError: an empty caption list, or an element that is not a string.
+    Shapes: scalar -> scalar.
     """
-
-    def __init__(self, context_length: int = 16) -> None:
-        if context_length < 3:
-            raise ValueError(f"context_length must be >= 3 (start, one token, end), got {context_length}")
-        self.context_length = int(context_length)
-        self._tok = _simple_tokenizer(self.context_length)
-        self.sot_token_id: int = self._tok.sot_token_id
-        self.eot_token_id: int = self._tok.eot_token_id
-        self.vocab_size: int = self._tok.vocab_size
-
-    def __call__(self, texts: Union[str, Sequence[str]]) -> torch.Tensor:
-        if isinstance(texts, str):
-            texts = [texts]
-        texts = list(texts)
-        if not texts:
-            raise ValueError("empty caption list: pass at least one caption, e.g. ['a photo of the digit seven']")
-        bad = [t for t in texts if not isinstance(t, str)]
-        if bad:
-            raise ValueError(f"captions must be strings, got {type(bad[0]).__name__} ({bad[0]!r})")
-        return self._tok(texts, context_length=self.context_length).long()  # (B, context_length)
-
-    def decode(self, tokens: torch.Tensor) -> str:
-        """Text of one token row, without the start, end and padding tokens. Shapes: (L,) -> str."""
-        ids = [int(t) for t in tokens if int(t) not in (0, self.sot_token_id, self.eot_token_id)]
-        return self._tok.decode(ids).strip()
-
-    def __repr__(self) -> str:
-        return f"CaptionTokenizer(context_length={self.context_length}, vocab_size={self.vocab_size})"
+    return logit_scale.clamp(max=max_logit_scale).exp()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -233,7 +196,8 @@ class CLIP(nn.Module):
         embed_dim: E, the joint embedding width.
         vision_cfg: keyword arguments of :class:`survey_lib.models.vit.VisionTransformer`
             (``num_classes`` is forced to 0: the tower returns its pooled feature, the CLS token or,
-            with ``global_pool="avg"`` as in :data:`CLIP_CONFIGS`, the mean of the patch tokens).
+            with ``global_pool="avg"`` as in the presets of ``survey_lib.recipes.clip``, the mean of the
+            patch tokens).
         text_cfg: keyword arguments of :class:`TextTransformer`.
         init_logit_scale: initial log of 1/tau (CLIP: ln(1/0.07)).
 
@@ -250,7 +214,7 @@ class CLIP(nn.Module):
     def __init__(self, embed_dim: int = 64, vision_cfg: Optional[dict] = None, text_cfg: Optional[dict] = None,
                  init_logit_scale: float = INIT_LOGIT_SCALE) -> None:
         super().__init__()
-        vision_cfg = {**(vision_cfg or VIT_CONFIGS["cpu"]), "num_classes": 0}
+        vision_cfg = {**(vision_cfg or DEFAULT_VISION_CFG), "num_classes": 0}
         text_cfg = dict(text_cfg or {})
         self.config = dict(embed_dim=embed_dim, vision_cfg=vision_cfg, text_cfg=text_cfg,
                            init_logit_scale=init_logit_scale)
@@ -295,57 +259,18 @@ class CLIP(nn.Module):
         return image_features, text_features, scale_from_log(self.logit_scale)
 
 
-#: CPU-sized presets for 32 px grey digits and short captions, by profile. The image towers are the
-#: digits ViT presets of ``survey_lib.models.vit.VIT_CONFIGS`` without their classifier, mean-pooled.
-CLIP_CONFIGS: Dict[str, dict] = {
-    "smoke": dict(embed_dim=32, vision_cfg={**VIT_CONFIGS["smoke"], "global_pool": "avg"},
-                  text_cfg=dict(context_length=16, width=32, depth=1, num_heads=2, mlp_ratio=2.0)),
-    "cpu": dict(embed_dim=64, vision_cfg={**VIT_CONFIGS["cpu"], "global_pool": "avg"},
-                text_cfg=dict(context_length=16, width=64, depth=2, num_heads=4, mlp_ratio=2.0)),
-    "full": dict(embed_dim=128, vision_cfg={**VIT_CONFIGS["full"], "global_pool": "avg"},
-                 text_cfg=dict(context_length=16, width=192, depth=4, num_heads=3, mlp_ratio=4.0)),
-}
-
-
-def clip_for_profile(profile: str, **overrides) -> CLIP:
-    """Build the digits CLIP preset of ``profile`` (``smoke``, ``cpu``, ``full``), with overrides.
-
-    Raises:
-        ValueError: unknown profile.
-    """
-    if profile not in CLIP_CONFIGS:
-        raise ValueError(f"unknown profile {profile!r}; choose one of {sorted(CLIP_CONFIGS)}")
-    return CLIP(**{**CLIP_CONFIGS[profile], **overrides})
-
-
-#: open_clip ``CLIP`` configurations of a similar size (open_clip's vision tower needs 3 channels:
-#: use ``DigitsDataset(in_chans=3)``). ``head_width`` is the width per attention head.
-OPEN_CLIP_CONFIGS: Dict[str, dict] = {
-    "smoke": dict(embed_dim=32,
-                  vision_cfg=dict(image_size=32, patch_size=8, width=32, layers=1, head_width=16, mlp_ratio=2.0),
-                  text_cfg=dict(context_length=16, width=32, heads=2, layers=1, mlp_ratio=2.0)),
-    "cpu": dict(embed_dim=64,
-                vision_cfg=dict(image_size=32, patch_size=4, width=64, layers=4, head_width=16, mlp_ratio=2.0),
-                text_cfg=dict(context_length=16, width=64, heads=4, layers=2, mlp_ratio=2.0)),
-    "full": dict(embed_dim=128,
-                 vision_cfg=dict(image_size=32, patch_size=4, width=192, layers=12, head_width=64, mlp_ratio=4.0),
-                 text_cfg=dict(context_length=16, width=192, heads=3, layers=4, mlp_ratio=4.0)),
-}
-
-
-def open_clip_for_profile(profile: str, **overrides) -> nn.Module:
-    """open_clip's own ``open_clip.model.CLIP`` from a tiny custom config, randomly initialised.
+def build_open_clip(embed_dim: int, vision_cfg: dict, text_cfg: dict) -> nn.Module:
+    """open_clip's own ``open_clip.model.CLIP`` from a tiny custom config, randomly initialised: the
+    reference our :class:`CLIP` is compared with.
 
     Nothing is downloaded: the model is built from ``CLIPVisionCfg`` / ``CLIPTextCfg`` directly,
-    not through ``create_model``. ``overrides`` replace top-level keys (``embed_dim``,
-    ``vision_cfg``, ``text_cfg``).
+    not through ``create_model``. open_clip's vision tower needs 3-channel images.
 
-    Raises:
-        ValueError: unknown profile.
+    Args:
+        embed_dim: the joint width.  vision_cfg, text_cfg: ``CLIPVisionCfg`` / ``CLIPTextCfg`` fields
+            (e.g. ``image_size``, ``patch_size``, ``width``, ``layers``, ``head_width``, ``mlp_ratio``;
+            ``context_length``, ``width``, ``heads``, ``layers``).
     """
     from open_clip.model import CLIP as OpenCLIP, CLIPTextCfg, CLIPVisionCfg
 
-    if profile not in OPEN_CLIP_CONFIGS:
-        raise ValueError(f"unknown profile {profile!r}; choose one of {sorted(OPEN_CLIP_CONFIGS)}")
-    cfg = {**OPEN_CLIP_CONFIGS[profile], **overrides}
-    return OpenCLIP(cfg["embed_dim"], CLIPVisionCfg(**cfg["vision_cfg"]), CLIPTextCfg(**cfg["text_cfg"]))
+    return OpenCLIP(embed_dim, CLIPVisionCfg(**vision_cfg), CLIPTextCfg(**text_cfg))

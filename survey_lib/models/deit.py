@@ -26,7 +26,7 @@ while training. We keep timm's flag and method (``set_distilled_training``) but 
 combination.
 
 Deviations from the paper (CPU-sized defaults only; the architecture is the paper's):
-    * presets (:data:`DEIT_CONFIGS`) are the tiny digits ViTs of :data:`survey_lib.models.vit.VIT_CONFIGS`
+    * the training presets (``survey_lib.recipes.deit``) are the tiny ViTs of ``survey_lib.recipes.vit``
       (64 wide, 4 blocks for ``cpu``); DeiT-Ti/S/B are 192/384/768 wide with 12 blocks at 224 px.
     * late fusion of the two heads averages their *logits*, as DeiT's code and timm do; the paper's
       text (Sec. 4, "joint classifiers") adds their *softmax outputs*. The argmax can differ when the
@@ -42,15 +42,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .vit import VIT_CONFIGS, VisionTransformer, resample_pos_embed
+from .vit import VisionTransformer, resample_pos_embed
 from .vit import timm_kwargs as _vit_timm_kwargs
 
 __all__ = [
     "DistilledVisionTransformer",
     "timm_state_dict",
     "timm_kwargs",
-    "DEIT_CONFIGS",
-    "deit_for_profile",
 ]
 
 
@@ -196,20 +194,3 @@ def timm_state_dict(model: DistilledVisionTransformer) -> Dict[str, torch.Tensor
 def timm_kwargs(model: DistilledVisionTransformer) -> dict:
     """Keyword arguments that build timm's ``VisionTransformerDistilled`` with our architecture."""
     return _vit_timm_kwargs(model)
-
-
-#: Presets for the 32 x 32 one-channel digits, by profile: the digits ViTs of ``VIT_CONFIGS``, so a
-#: distilled student and a plain ViT differ only by the distillation token, its position-embedding
-#: row and ``head_dist`` (D + D + D*K + K parameters).
-DEIT_CONFIGS: Dict[str, dict] = {k: dict(v) for k, v in VIT_CONFIGS.items()}
-
-
-def deit_for_profile(profile: str, **overrides) -> DistilledVisionTransformer:
-    """Build the distilled digits ViT of a profile (``smoke``, ``cpu`` or ``full``), with overrides.
-
-    Raises:
-        ValueError: unknown profile.
-    """
-    if profile not in DEIT_CONFIGS:
-        raise ValueError(f"unknown profile {profile!r}; choose one of {sorted(DEIT_CONFIGS)}")
-    return DistilledVisionTransformer(**{**DEIT_CONFIGS[profile], **overrides})

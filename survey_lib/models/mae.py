@@ -3,7 +3,7 @@
 He et al. 2022, "Masked Autoencoders Are Scalable Vision Learners", CVPR 2022, arXiv:2111.06377.
 Sec. 3 maps onto the code:
 
-    "Masking"             -> ``survey_lib.objectives.mae.random_masking`` (per sample, argsort of noise)
+    "Masking"             -> :func:`random_masking` (per sample, argsort of noise; :func:`num_visible`)
     "MAE encoder"         -> ``forward_encoder``: a ViT (``survey_lib.models.vit.VisionTransformer``,
                              used by composition as ``self.encoder``) applied to the visible patches
                              only, plus the CLS token
@@ -11,8 +11,9 @@ Sec. 3 maps onto the code:
                              ``mask_token`` for every removed patch, fixed 2-D sin-cos position
                              embeddings (:func:`get_2d_sincos_pos_embed`), a few blocks, and a linear
                              layer to ``P * P * C`` pixels per patch
-    "Reconstruction       -> ``survey_lib.objectives.mae.MAELoss``: MSE on removed patches only,
-    target"                  optionally on per-patch normalised pixels (``norm_pix_loss``)
+    "Reconstruction       -> not here: the model returns its prediction and the mask, and
+    target"                  ``survey_lib.objectives.mae.MAELoss`` scores the removed patches, on
+                             per-patch normalised pixels when the model's ``norm_pix_loss`` says so
 
 After pre-training the decoder is thrown away; ``embed`` gives the encoder's features of the full,
 unmasked image for probes (mean of the patch tokens by default, or the CLS token).
@@ -24,14 +25,19 @@ encoder, which is a plain :class:`~survey_lib.models.vit.VisionTransformer` with
 new head) for fine-tuning.
 
 Deviations from the paper:
-    * presets (:data:`MAE_CONFIGS`) are tiny (64-192 wide, 32 px, patch 4, 1 channel) for the digits;
+    * the training presets (``survey_lib.recipes.mae``) are tiny (64-192 wide, patch 4, 1 channel);
       the paper's decoder is 8 blocks of width 512 behind ViT-L; ours is 1-4 blocks.
+    * the number of visible patches is ``round(N * (1 - mask_ratio))`` with halves rounded up
+      (:func:`num_visible`); MAE's code truncates with ``int(...)``, which gives the same count for
+      ViT-B/16 at 75% (196 -> 49) but loses a patch to floating-point error in cases such as
+      ``N=10, mask_ratio=0.9`` (``10 * (1 - 0.9) = 0.9999999999999998``). A ratio that keeps every
+      patch visible (nothing to reconstruct) is an error here; MAE's code would divide 0 by 0.
     * the encoder's position embedding is also fixed sin-cos (as in MAE's code), stored in the ViT's
       ``pos_embed`` parameter with ``requires_grad=False``; ``fixed_pos_embed=False`` keeps it learned.
     * :func:`get_2d_sincos_pos_embed` puts the row (vertical) half of the channels first; MAE's
       ``util/pos_embed.py`` puts the column half first. A fixed permutation of channels: the same
       function class.
-    * the digits presets use ``weight_init='vit'`` (the encoder keeps ``VisionTransformer``'s own
+    * the presets use ``weight_init='vit'`` (the encoder keeps ``VisionTransformer``'s own
       truncated-normal initialisation, so "a random encoder" means the same thing in every notebook);
       the class default is MAE's Xavier initialisation. Measured on the digits: a random encoder with
       Xavier weights already gives a ~96-97% linear probe (as good as raw pixels), one with the ViT's
@@ -42,16 +48,97 @@ Deviations from the paper:
 from __future__ import annotations
 
 import math
-from typing import Dict, Optional, Tuple, Union
+from typing import Optional, Tuple, Union
 
 import torch
 from torch import nn
 
-from ..layers import Block, _default_norm, to_2tuple, unpatchify
-from ..objectives.mae import MAELoss, patch_targets, random_masking
-from .vit import VIT_CONFIGS, VisionTransformer
+from ..layers import Block, _default_norm, to_2tuple
+from .vit import VisionTransformer
 
-__all__ = ["get_1d_sincos_pos_embed", "get_2d_sincos_pos_embed", "MaskedAutoencoderViT", "MAE_CONFIGS", "mae_for_profile"]
+__all__ = ["num_visible", "random_masking", "get_1d_sincos_pos_embed", "get_2d_sincos_pos_embed", "MaskedAutoencoderViT"]
+
+
+# ---------------------------------------------------------------------------------------------
+# Masking (Sec. 3 "Masking" and "Simple implementation")
+# ---------------------------------------------------------------------------------------------
+def num_visible(num_patches: int, mask_ratio: float) -> int:
+    """How many of ``num_patches`` patches stay visible: ``round(N * (1 - mask_ratio))``, halves up.
+
+    Rounding rule: the nearest integer, with an exact half rounded up (``floor(v + 0.5)``), so
+    ``N=64, mask_ratio=0.75 -> 16`` and ``N=6, mask_ratio=0.25 -> 5`` (4.5 rounds up).
+
+    Raises:
+        ValueError: if ``mask_ratio`` is not strictly between 0 and 1, or the count leaves no visible
+            patch (nothing for the encoder to see) or no masked patch (nothing to reconstruct).
+    """
+    ratio = float(mask_ratio)
+    if not 0.0 < ratio < 1.0:  # also rejects NaN
+        raise ValueError(
+            f"mask_ratio must be strictly between 0 and 1 (the fraction of patches removed), got {mask_ratio}; "
+            f"MAE uses 0.75"
+        )
+    keep = int(math.floor(num_patches * (1.0 - ratio) + 0.5))
+    if keep < 1:
+        raise ValueError(
+            f"mask_ratio {mask_ratio} leaves no visible patch out of N={num_patches} "
+            f"(round({num_patches} * {1 - ratio:.3g}) = 0); use mask_ratio <= {1 - 0.5 / num_patches:.3f} "
+            f"or a smaller patch_size"
+        )
+    if keep >= num_patches:
+        raise ValueError(
+            f"mask_ratio {mask_ratio} masks no patch out of N={num_patches} "
+            f"(round({num_patches} * {1 - ratio:.3g}) = {keep}), so there is nothing to reconstruct; "
+            f"use mask_ratio >= {0.5 / num_patches:.3f}"
+        )
+    return keep
+
+
+def random_masking(
+    x: torch.Tensor, mask_ratio: float, generator: Optional[torch.Generator] = None
+) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Keep a random subset of tokens per sample, by sorting uniform noise (MAE Sec. 3).
+
+    Each sample draws N uniform numbers; ``argsort`` turns them into a random permutation
+    ``ids_shuffle`` (a uniform random shuffle, independent per sample); the first ``N_vis`` indices
+    of that permutation are kept. ``ids_restore = argsort(ids_shuffle)`` is the inverse permutation:
+    ``shuffled.gather(1, ids_restore) == original`` for any tensor ordered like ``ids_shuffle``, which
+    is how the decoder puts visible tokens and mask tokens back in grid order.
+
+    Args:
+        x: tokens (patch embeddings with their position embedding already added).
+        mask_ratio: fraction of tokens removed, strictly between 0 and 1.
+        generator: optional ``torch.Generator`` for reproducible masks.
+
+    Shapes:
+        x: (B, N, D).
+        returns x_visible (B, N_vis, D) with ``N_vis = num_visible(N, mask_ratio)``, in the order of
+        ``ids_keep``; mask (B, N) float, 1 = removed, 0 = kept, in grid order; ids_restore (B, N)
+        long; ids_keep (B, N_vis) long, the grid indices of the visible tokens.
+
+    Raises:
+        ValueError: see :func:`num_visible`; or ``x`` is not 3-D.
+
+    Source: He et al. 2022, arXiv:2111.06377, Sec. 3 "Simple implementation".
+    """
+    if x.ndim != 3:
+        raise ValueError(f"random_masking expects tokens (B, N, D), got shape {tuple(x.shape)}")
+    B, N, D = x.shape
+    keep = num_visible(N, mask_ratio)
+    if generator is None:
+        noise = torch.rand(B, N, device=x.device)  # (B, N) uniform in [0, 1)
+    else:
+        noise = torch.rand(B, N, generator=generator, device=generator.device).to(x.device)  # (B, N)
+    ids_shuffle = noise.argsort(dim=1)  # (B, N): a random permutation per sample; small noise = kept
+    ids_restore = ids_shuffle.argsort(dim=1)  # (B, N): the inverse permutation
+    ids_keep = ids_shuffle[:, :keep]  # (B, N_vis)
+    x_visible = x.gather(1, ids_keep.unsqueeze(-1).expand(-1, -1, D))  # (B, N_vis, D)
+    # Mask in shuffled order is [0]*keep + [1]*(N-keep); unshuffle it to grid order.
+    mask = torch.ones(B, N, device=x.device, dtype=x.dtype)
+    mask[:, :keep] = 0
+    mask = mask.gather(1, ids_restore)  # (B, N), 1 = removed
+    return x_visible, mask, ids_restore, ids_keep
+
 
 
 # ---------------------------------------------------------------------------------------------
@@ -129,7 +216,9 @@ class MaskedAutoencoderViT(nn.Module):
         decoder_embed_dim, decoder_depth, decoder_num_heads: the decoder (MAE: 512, 8, 16).
         decoder_mlp_ratio: MLP width of the decoder blocks / ``decoder_embed_dim`` (default ``mlp_ratio``).
         mask_ratio: default fraction of patches removed (MAE: 0.75).
-        norm_pix_loss: targets normalised per patch (see ``survey_lib.objectives.mae.patch_targets``).
+        norm_pix_loss: the decoder is trained to predict each patch normalised by its own mean and
+            variance (MAE's ``norm_pix_loss``); the objective reads this attribute to build its targets
+            (``survey_lib.objectives.mae.patch_targets``) and figures to map predictions back.
         global_pool: feature returned by :meth:`embed`: ``'avg'`` (mean of patch tokens) or ``'token'`` (CLS).
         fixed_pos_embed: sin-cos, frozen encoder position embedding (MAE) instead of a learned one.
         weight_init: ``'mae'`` (Xavier-uniform Linear layers, MAE's code) or ``'vit'`` (truncated
@@ -137,8 +226,8 @@ class MaskedAutoencoderViT(nn.Module):
             decoder gets the same). The choice changes what a *random* encoder is worth in a probe.
 
     Shapes:
-        forward: imgs (B, C, H, W) -> loss (), pred (B, N, P * P * C) in ``patchify`` order for every
-        patch (visible ones included, but only removed ones are trained), mask (B, N), 1 = removed.
+        forward: imgs (B, C, H, W) -> pred (B, N, P * P * C) in ``patchify`` order for every patch
+        (visible ones included, but only removed ones are trained), mask (B, N), 1 = removed.
         embed: (B, C, H, W) -> (B, D).
 
     Raises:
@@ -220,7 +309,6 @@ class MaskedAutoencoderViT(nn.Module):
         )
         self.decoder_norm = _default_norm(decoder_embed_dim)
         self.decoder_pred = nn.Linear(decoder_embed_dim, self.patch_size[0] * self.patch_size[1] * in_chans)
-        self.loss_fn = MAELoss(self.patch_size[0], norm_pix_loss)
         self.init_weights(weight_init, fixed_pos_embed)
 
     # -- initialisation ------------------------------------------------------------------------
@@ -314,19 +402,20 @@ class MaskedAutoencoderViT(nn.Module):
         return x[:, 1:]  # (B, N, P*P*C): drop the CLS token
 
     def forward(self, imgs: torch.Tensor, mask_ratio: Optional[float] = None,
-                generator: Optional[torch.Generator] = None) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Mask, encode, decode, and score the removed patches.
+                generator: Optional[torch.Generator] = None) -> Tuple[torch.Tensor, torch.Tensor]:
+        """Mask, encode, decode: the prediction of every patch and which patches were removed.
+
+        The loss is the objective's (``survey_lib.objectives.mae.MAELoss``), not the model's.
 
         Args:
             imgs: a batch of images.
             mask_ratio: fraction removed (default ``self.mask_ratio``).
             generator: optional ``torch.Generator`` for a reproducible mask.
 
-        Shapes: imgs (B, C, H, W) -> loss (), pred (B, N, P * P * C), mask (B, N).
+        Shapes: imgs (B, C, H, W) -> pred (B, N, P * P * C), mask (B, N).
         """
         latent, mask, ids_restore = self.forward_encoder(imgs, mask_ratio, generator)
-        pred = self.forward_decoder(latent, ids_restore)
-        return self.loss_fn(imgs, pred, mask), pred, mask
+        return self.forward_decoder(latent, ids_restore), mask
 
     # -- probes ----------------------------------------------------------------------------------
     def embed(self, x: torch.Tensor, pool: Optional[str] = None) -> torch.Tensor:
@@ -346,65 +435,3 @@ class MaskedAutoencoderViT(nn.Module):
             raise ValueError(f"pool must be 'avg' or 'token', got {pool!r}")
         tokens = self.encoder.forward_features(x)  # (B, 1 + N, D), all patches, no masking
         return tokens[:, 1:].mean(dim=1) if pool == "avg" else tokens[:, 0]  # (B, D)
-
-    # -- figures ---------------------------------------------------------------------------------
-    @torch.no_grad()
-    def reconstruct(self, imgs: torch.Tensor, mask_ratio: Optional[float] = None,
-                    generator: Optional[torch.Generator] = None) -> Dict[str, torch.Tensor]:
-        """Predicted images for display, in the input's pixel space.
-
-        With ``norm_pix_loss`` the model predicts normalised patches; they are mapped back with the
-        *true* mean and standard deviation of each target patch (as MAE's visualisation does), so
-        the brightness and contrast of removed patches are given away: only the shape is predicted.
-
-        Returns:
-            ``{"mask" (B, N), "masked" (B, C, H, W) with removed patches NaN, "pred" (B, C, H, W) the
-            raw prediction of every patch, "pasted" (B, C, H, W) visible patches from the input and
-            removed ones from the prediction, "loss" ()}``.
-        """
-        was_training = self.training
-        self.eval()
-        loss, pred, mask = self(imgs, mask_ratio, generator)  # pred (B, N, L)
-        self.train(was_training)
-        P = self.patch_size[0]
-        target = patch_targets(imgs, P)  # (B, N, L)
-        if self.norm_pix_loss:
-            mean = target.mean(dim=-1, keepdim=True)  # (B, N, 1)
-            std = (target.var(dim=-1, keepdim=True) + self.loss_fn.eps).sqrt()  # (B, N, 1)
-            pred = pred * std + mean
-        m = mask.unsqueeze(-1)  # (B, N, 1)
-        C = imgs.shape[1]
-        to_img = lambda p: unpatchify(p, P, self.grid_size, C)  # noqa: E731  (B, N, L) -> (B, C, H, W)
-        return {
-            "mask": mask,
-            "masked": to_img(target.masked_fill(m.bool(), float("nan"))),
-            "pred": to_img(pred),
-            "pasted": to_img(target * (1 - m) + pred * m),
-            "loss": loss,
-        }
-
-
-#: CPU-sized presets for the 32 x 32 one-channel digits, by profile: the encoder is the digits ViT
-#: of the same profile (``VIT_CONFIGS``, without its head), plus a light decoder.
-MAE_CONFIGS: Dict[str, dict] = {
-    profile: {
-        **{k: v for k, v in VIT_CONFIGS[profile].items() if k != "num_classes"},
-        **decoder,
-    }
-    for profile, decoder in {
-        "smoke": dict(decoder_embed_dim=32, decoder_depth=1, decoder_num_heads=2, mask_ratio=0.75, norm_pix_loss=True, weight_init="vit"),
-        "cpu": dict(decoder_embed_dim=64, decoder_depth=2, decoder_num_heads=4, mask_ratio=0.75, norm_pix_loss=True, weight_init="vit"),
-        "full": dict(decoder_embed_dim=128, decoder_depth=4, decoder_num_heads=4, mask_ratio=0.75, norm_pix_loss=True, weight_init="vit"),
-    }.items()
-}
-
-
-def mae_for_profile(profile: str, **overrides) -> MaskedAutoencoderViT:
-    """Build the digits MAE preset of a profile (``smoke``, ``cpu`` or ``full``), with overrides.
-
-    Raises:
-        ValueError: unknown profile.
-    """
-    if profile not in MAE_CONFIGS:
-        raise ValueError(f"unknown profile {profile!r}; choose one of {sorted(MAE_CONFIGS)}")
-    return MaskedAutoencoderViT(**{**MAE_CONFIGS[profile], **overrides})

@@ -25,24 +25,18 @@ neighbourhood is the cartesian product of a row window and a column window)::
 
     SASA: keys = i + d * (t - k//2); keys outside [0, L) are zero padding.
 
-Implementation: the k*k key and value vectors of every query are gathered with ``index_select``
-(memory ``O(N k^2 d)``, linear in the number of tokens N; the N x N matrix is never built), then two
-small batched matmuls give the logits and the output. Autograd provides the backward pass, so it
-trains on CPU, where natten 0.21.7 has no backward.
-
-natten: :func:`na2d` runs ``natten.functional.na2d`` wherever natten can run the call: on CUDA
-forward and backward, on CPU forward only (no gradient needed), in both cases without a relative
-position bias (natten has none) and, on CPU, with a head_dim that is a power of two in [8, 512]
-(its flex backend's limit); everywhere else it runs the pure-PyTorch path. Caveat, measured with
-``benchmarks/bench_nat.py``: natten 0.21.7 on CPU runs ``flex_attention`` without ``torch.compile``,
-which (its own warning says) materialises the full N x N score matrix, so there it is 4-60x slower
-than the pure-PyTorch path and quadratic in memory; pass ``backend="torch"`` for fast CPU inference.
-natten is optional: this module imports without it.
+This file is the definition a student reads beside the paper: the window rule
+(:func:`axis_window`, :func:`window_indices`), the computation by its definition
+(:func:`gather_attention`: the k*k key and value vectors of every query are gathered with
+``index_select``, memory ``O(N k^2 d)``, linear in the number of tokens N, the N x N matrix never
+built; autograd gives the backward pass, so it trains on CPU, where natten 0.21.7 has none) and
+the modules (:class:`NeighborhoodAttention2D`, :class:`NATBlock`, :class:`NAT`). The fast paths
+that compute the same numbers live in :mod:`survey_lib.models.nat_fast`: the tiled kernel (the
+default of the modules) and the dispatch to natten (:func:`na2d`).
 
 Deviations from the paper:
-    * CPU-sized presets (:data:`NAT_CONFIGS`) for 32 x 32 digits: 2 levels (8 x 8 and 4 x 4 token
-      grids) instead of 4, widths 16-96 instead of 64-512, kernel 3 instead of 7; dilations follow
-      DiNAT's alternation where the grid allows it.
+    * the training presets (``survey_lib.recipes.nat``) are CPU-sized: 2 levels instead of 4,
+      widths 16-96 instead of 64-512; dilations follow DiNAT's alternation where the grid allows it.
     * the tokenizer has no activation between its two convolutions and a LayerNorm after them, as
       the paper's Fig. 4 describes it.
     * when an input is smaller than the neighbourhood (e.g. a DINO local crop), the module shrinks
@@ -50,24 +44,26 @@ Deviations from the paper:
       attention along that axis, which is what NA tends to as the window grows, NAT Sec. 3.1).
       The functions :func:`neighborhood_attention_2d` and :func:`na2d` raise ValueError instead.
 """
+
 from __future__ import annotations
 
 import functools
-import importlib.util
 import math
-from typing import Dict, List, Optional, Sequence, Tuple, Union
+from typing import List, Optional, Sequence, Tuple, Union
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..layers import DropPath, LayerScale, Mlp, to_2tuple
+from ..layers import Attention, AttentionLayout, DropPath, LayerScale, Mlp, to_2tuple
+from .nat_fast import HAS_NATTEN, natten_can_run, natten_na2d, natten_refusal, tiled_neighborhood_attention
 
 __all__ = [
     "HAS_NATTEN",
+    "axis_window",
     "window_indices",
     "neighborhood_mask",
+    "gather_attention",
     "neighborhood_attention_2d",
     "sasa_attention_2d",
     "na2d",
@@ -77,32 +73,15 @@ __all__ = [
     "ConvTokenizer",
     "ConvDownsampler",
     "NAT",
-    "NAT_CONFIGS",
-    "nat_for_profile",
-    "NAT_TRAIN",
-    "train_nat",
-    "plot_neighborhoods",
-    "plot_neighborhood_attention",
 ]
-
-#: True if natten is installed. natten is optional (used to check our implementation and to run
-#: fast on CUDA) and imported only when a call needs it: importing it costs about a quarter of
-#: ``import torch``.
-HAS_NATTEN = importlib.util.find_spec("natten") is not None
-
-
-def _natten():
-    import natten.functional
-
-    return natten.functional
 
 IntOrPair = Union[int, Tuple[int, int]]
 
 
 # ---------------------------------------------------------------------------------------------
-# Which keys does each query see?
+# Which keys does each query see? (the window rule)
 # ---------------------------------------------------------------------------------------------
-def _axis_window(L: int, k: int, d: int, kind: str) -> Tuple[torch.Tensor, torch.Tensor]:
+def axis_window(L: int, k: int, d: int, kind: str) -> Tuple[torch.Tensor, torch.Tensor]:
     """Key positions along one axis for every query, and their relative-bias indices.
 
     Returns ``keys`` (L, k) int64 (SASA: -1 marks padding) and ``rel`` (L, k) int64 in [0, 2k-2]:
@@ -126,14 +105,14 @@ def _axis_window(L: int, k: int, d: int, kind: str) -> Tuple[torch.Tensor, torch
 
 
 @functools.lru_cache(maxsize=64)
-def _window_index_cpu(H: int, W: int, kh: int, kw: int, dh: int, dw: int, kind: str):
-    rows, rel_h = _axis_window(H, kh, dh, kind)  # (H, kh)
-    cols, rel_w = _axis_window(W, kw, dw, kind)  # (W, kw)
-    idx = rows[:, None, :, None] * W + cols[None, :, None, :]  # (H, W, kh, kw) flat key index
+def _window_index_cpu(H: int, W: int, kernel_h: int, kernel_w: int, dilation_h: int, dilation_w: int, kind: str):
+    rows, rel_h = axis_window(H, kernel_h, dilation_h, kind)  # (H, kernel_h)
+    cols, rel_w = axis_window(W, kernel_w, dilation_w, kind)  # (W, kernel_w)
+    idx = rows[:, None, :, None] * W + cols[None, :, None, :]  # (H, W, kernel_h, kernel_w) flat key index
     if kind == "sasa":  # padding -> index N, a zero token appended after the grid
         pad = (rows[:, None, :, None] < 0) | (cols[None, :, None, :] < 0)
         idx = torch.where(pad, torch.full_like(idx, H * W), idx)
-    return idx.reshape(H * W, kh * kw), rel_h, rel_w
+    return idx.reshape(H * W, kernel_h * kernel_w), rel_h, rel_w
 
 
 def window_indices(
@@ -148,9 +127,9 @@ def window_indices(
         returns ``idx`` (N, kh*kw) int64 with N = H*W (SASA: padding is the index N), and the
         relative-position-bias indices ``rel_h`` (H, kh), ``rel_w`` (W, kw) in [0, 2k-2].
     """
-    kh, kw = to_2tuple(kernel_size)
-    dh, dw = to_2tuple(dilation)
-    idx, rel_h, rel_w = _window_index_cpu(H, W, kh, kw, dh, dw, kind)
+    kernel_h, kernel_w = to_2tuple(kernel_size)
+    dilation_h, dilation_w = to_2tuple(dilation)
+    idx, rel_h, rel_w = _window_index_cpu(H, W, kernel_h, kernel_w, dilation_h, dilation_w, kind)
     if device is not None:
         idx, rel_h, rel_w = idx.to(device), rel_h.to(device), rel_w.to(device)
     return idx, rel_h, rel_w
@@ -219,9 +198,9 @@ def _check_rpb(rpb: Optional[torch.Tensor], heads: int, kernel: Tuple[int, int])
 
 
 # ---------------------------------------------------------------------------------------------
-# The computation (no checks): gather the window, attend, weight the values
+# The computation by its definition: gather the window, attend, weight the values
 # ---------------------------------------------------------------------------------------------
-def _windowed_attention(
+def gather_attention(
     q: torch.Tensor,
     k: torch.Tensor,
     v: torch.Tensor,
@@ -233,26 +212,26 @@ def _windowed_attention(
     kind: str = "na",
     sasa_padding: str = "zeros",
 ):
-    B, H, W, h, dh = q.shape
+    B, H, W, h, head_dim = q.shape
     N, kk = H * W, kernel[0] * kernel[1]
-    scale = dh**-0.5 if scale is None else scale
+    scale = head_dim**-0.5 if scale is None else scale
     idx, rel_h, rel_w = window_indices(H, W, kernel, dilation, kind, device=q.device)  # (N, kk), (H, kh), (W, kw)
     if rpb is not None:
         # rpb's own kernel may exceed ``kernel`` when the module shrank the window to a small grid.
         rh, rw = (rpb.shape[1] + 1) // 2 - kernel[0], (rpb.shape[2] + 1) // 2 - kernel[1]
         rel_h, rel_w = rel_h + rh, rel_w + rw
 
-    qh = (q * scale).permute(0, 3, 1, 2, 4).reshape(B, h, N, 1, dh)  # (B, h, N, 1, d_head)
-    kh_ = k.permute(0, 3, 1, 2, 4).reshape(B, h, N, dh)  # (B, h, N, d_head)
-    vh = v.permute(0, 3, 1, 2, 4).reshape(B, h, N, dh)  # (B, h, N, d_head)
+    q_flat = (q * scale).permute(0, 3, 1, 2, 4).reshape(B, h, N, 1, head_dim)  # (B, h, N, 1, d_head)
+    k_flat = k.permute(0, 3, 1, 2, 4).reshape(B, h, N, head_dim)  # (B, h, N, d_head)
+    v_flat = v.permute(0, 3, 1, 2, 4).reshape(B, h, N, head_dim)  # (B, h, N, d_head)
     if kind == "sasa":  # token N is the zero padding
-        kh_ = F.pad(kh_, (0, 0, 0, 1))  # (B, h, N + 1, d_head)
-        vh = F.pad(vh, (0, 0, 0, 1))  # (B, h, N + 1, d_head)
+        k_flat = F.pad(k_flat, (0, 0, 0, 1))  # (B, h, N + 1, d_head)
+        v_flat = F.pad(v_flat, (0, 0, 0, 1))  # (B, h, N + 1, d_head)
     flat = idx.reshape(-1)  # (N * kk,)
-    k_win = kh_.index_select(2, flat).view(B, h, N, kk, dh)  # (B, h, N, kk, d_head): keys of each window
-    v_win = vh.index_select(2, flat).view(B, h, N, kk, dh)  # (B, h, N, kk, d_head)
+    k_win = k_flat.index_select(2, flat).view(B, h, N, kk, head_dim)  # (B, h, N, kk, d_head): keys of each window
+    v_win = v_flat.index_select(2, flat).view(B, h, N, kk, head_dim)  # (B, h, N, kk, d_head)
 
-    logits = qh @ k_win.transpose(-1, -2)  # (B, h, N, 1, kk)
+    logits = q_flat @ k_win.transpose(-1, -2)  # (B, h, N, 1, kk)
     if rpb is not None:
         bias = rpb[:, rel_h[:, None, :, None], rel_w[None, :, None, :]]  # (h, H, W, kh, kw): B(i, j), NAT Eq. 4
         logits = logits + bias.reshape(h, N, 1, kk)  # (B, h, N, 1, kk)
@@ -260,117 +239,22 @@ def _windowed_attention(
         logits = logits.masked_fill((idx == N).view(1, 1, N, 1, kk), float("-inf"))
     attn = logits.softmax(dim=-1)  # (B, h, N, 1, kk), each row sums to 1 over the window
     out = attn @ v_win  # (B, h, N, 1, d_head)
-    out = out.view(B, h, H, W, dh).permute(0, 2, 3, 1, 4)  # (B, H, W, h, d_head)
+    out = out.view(B, h, H, W, head_dim).permute(0, 2, 3, 1, 4)  # (B, H, W, h, d_head)
     if return_attention:
         weights = attn.view(B, h, H, W, kk).permute(0, 2, 3, 1, 4)  # (B, H, W, h, kk)
         return out, weights
     return out
 
 
-# ---------------------------------------------------------------------------------------------
-# The same computation, tiled: fast path for NA (big matmuls instead of per-query gathers)
-# ---------------------------------------------------------------------------------------------
-@functools.lru_cache(maxsize=64)
-def _axis_tiles(L: int, k: int, t: int, k_rpb: int):
-    """Cut one axis into query tiles of t rows and the key region each tile's windows need.
-
-    Because NA windows only slide inward, the windows of t consecutive queries lie inside
-    R = t + k - 1 consecutive keys, so a t x t tile of queries needs one R x R region of keys.
-    Tile starts are ``min(j * t, L - t)`` (the last tile may overlap its neighbour).
-
-    Returns rows (nt, t), region (nt, R), in_window (nt, t, R) bool, rel (nt, t, R) bias index
-    in [0, 2 k_rpb - 2], and for every axis position its tile (L,) and offset in the tile (L,), and
-    its window's key positions relative to its tile's region (L, k).
-    """
-    t = min(t, L)
-    R = min(t + k - 1, L)
-    nt = -(-L // t)
-    r0 = (torch.arange(nt) * t).clamp(max=L - t)  # (nt,) tile starts
-    rows = r0[:, None] + torch.arange(t)  # (nt, t) query positions
-    start = (rows - k // 2).clamp(min=0).clamp(max=L - k)  # (nt, t) window start of each query
-    reg0 = start[:, 0].clamp(max=L - R)  # (nt,) region start
-    region = reg0[:, None] + torch.arange(R)  # (nt, R) key positions
-    in_window = (region[:, None, :] >= start[:, :, None]) & (region[:, None, :] < start[:, :, None] + k)  # (nt, t, R)
-    rel = (region[:, None, :] - rows[:, :, None] + k_rpb - 1).clamp(0, 2 * k_rpb - 2)  # (nt, t, R)
-    i = torch.arange(L)
-    tile = (i // t).clamp(max=nt - 1)  # (L,)
-    offset = i - r0[tile]  # (L,)
-    s_i = (i - k // 2).clamp(min=0).clamp(max=L - k)  # (L,)
-    win_in_region = s_i[:, None] + torch.arange(k) - reg0[tile][:, None]  # (L, k)
-    return rows, region, in_window, rel, tile, offset, win_in_region
-
-
-@functools.lru_cache(maxsize=64)
-def _tile_mask(H: int, W: int, kh: int, kw: int, t: int) -> torch.Tensor:
-    """Additive mask (nt_h, nt_w, t_h*t_w, R_h*R_w): 0 inside a query's window, -inf outside."""
-    _, _, mh, _, _, _, _ = _axis_tiles(H, kh, t, kh)
-    _, _, mw, _, _, _, _ = _axis_tiles(W, kw, t, kw)
-    inside = mh[:, None, :, None, :, None] & mw[None, :, None, :, None, :]  # (nt_h, nt_w, t_h, t_w, R_h, R_w)
-    nth, ntw, th, tw, Rh, Rw = inside.shape
-    inside = inside.reshape(nth, ntw, th * tw, Rh * Rw)  # (nt_h, nt_w, t_h*t_w, R_h*R_w)
-    return torch.zeros(inside.shape).masked_fill_(~inside, float("-inf"))
-
-
-def _tiled_na(q, k, v, kernel, rpb, scale, return_attention, tile: int = 8):
-    """NA with dilation 1: attention of every t x t query tile to its key region, masked to each window."""
-    B, H, W, h, dh = q.shape
-    kh, kw = kernel
-    Kh = (rpb.shape[1] + 1) // 2 if rpb is not None else kh  # rpb's own kernel (>= kernel when shrunk)
-    Kw = (rpb.shape[2] + 1) // 2 if rpb is not None else kw
-    rows_h, reg_h, _, rel_h, tile_h, off_h, win_h = _axis_tiles(H, kh, tile, Kh)
-    rows_w, reg_w, _, rel_w, tile_w, off_w, win_w = _axis_tiles(W, kw, tile, Kw)
-    nth, th = rows_h.shape
-    ntw, tw = rows_w.shape
-    Rh, Rw = reg_h.shape[1], reg_w.shape[1]
-    dev = q.device
-
-    def tiles(x, r_h, r_w, n_h, n_w):  # (B, H, W, h, d) -> (B, h, nt_h, nt_w, n_h*n_w, d)
-        x = x.permute(0, 3, 1, 2, 4)  # (B, h, H, W, d_head)
-        x = x[:, :, r_h.to(dev)][:, :, :, :, r_w.to(dev)]  # (B, h, nt_h, n_h, nt_w, n_w, d_head)
-        return x.permute(0, 1, 2, 4, 3, 5, 6).reshape(B, h, nth, ntw, n_h * n_w, dh)
-
-    qt = tiles(q * scale, rows_h, rows_w, th, tw)  # (B, h, nt_h, nt_w, t_h*t_w, d_head)
-    kt = tiles(k, reg_h, reg_w, Rh, Rw)  # (B, h, nt_h, nt_w, R_h*R_w, d_head)
-    vt = tiles(v, reg_h, reg_w, Rh, Rw)  # (B, h, nt_h, nt_w, R_h*R_w, d_head)
-    bias = _tile_mask(H, W, kh, kw, tile).to(dev, q.dtype)  # (nt_h, nt_w, t_h*t_w, R_h*R_w)
-    if rpb is not None:
-        b = rpb[:, rel_h.to(dev)[:, None, :, None, :, None], rel_w.to(dev)[None, :, None, :, None, :]]  # (h, nt_h, nt_w, t_h, t_w, R_h, R_w)
-        bias = bias + b.reshape(h, nth, ntw, th * tw, Rh * Rw)  # (h, nt_h, nt_w, t_h*t_w, R_h*R_w)
-    logits = (qt @ kt.transpose(-1, -2)).add_(bias)  # (B, h, nt_h, nt_w, t_h*t_w, R_h*R_w)
-    attn = logits.softmax(dim=-1)  # zero outside each query's window
-    out = (attn @ vt).view(B, h, nth, ntw, th, tw, dh)  # (B, h, nt_h, nt_w, t_h, t_w, d_head)
-    ti, tj = tile_h.to(dev)[:, None], tile_w.to(dev)[None, :]  # (H, 1), (1, W)
-    oi, oj = off_h.to(dev)[:, None], off_w.to(dev)[None, :]
-    out = out[:, :, ti, tj, oi, oj].permute(0, 2, 3, 1, 4)  # (B, H, W, h, d_head)
-    if not return_attention:
-        return out
-    col = win_h.to(dev)[:, None, :, None] * Rw + win_w.to(dev)[None, :, None, :]  # (H, W, kh, kw) region column
-    qi = (oi * tw + oj)[..., None]  # (H, W, 1) query index inside its tile
-    weights = attn[:, :, ti[..., None], tj[..., None], qi, col.reshape(H, W, kh * kw)]  # (B, h, H, W, kh*kw)
-    return out, weights.permute(0, 2, 3, 1, 4)  # (B, H, W, h, kh*kw)
-
-
 def _neighborhood_attention(q, k, v, kernel, dilation, rpb, scale, return_attention, method: str = "tiled"):
-    """NA without argument checks. DiNA = NA with dilation 1 on each dilation group (DiNAT Sec. 3.2)."""
+    """NA without argument checks: the definition (``"gather"``) or the tiled fast path (``"tiled"``,
+    :func:`survey_lib.models.nat_fast.tiled_neighborhood_attention`), which gives the same numbers."""
     if method == "gather":
-        return _windowed_attention(q, k, v, kernel, dilation, rpb, scale, return_attention, "na")
+        return gather_attention(q, k, v, kernel, dilation, rpb, scale, return_attention, "na")
     if method != "tiled":
         raise ValueError(f"method must be 'tiled' or 'gather', got {method!r}")
     scale = q.shape[-1] ** -0.5 if scale is None else scale
-    dh, dw = dilation
-    if (dh, dw) == (1, 1):
-        return _tiled_na(q, k, v, kernel, rpb, scale, return_attention)
-    out = torch.empty_like(q)
-    weights = q.new_empty(*q.shape[:4], kernel[0] * kernel[1]) if return_attention else None
-    for gh in range(dh):
-        for gw in range(dw):
-            sub = (slice(None), slice(gh, None, dh), slice(gw, None, dw))  # group (gh, gw): (B, H_g, W_g, h, d)
-            res = _tiled_na(q[sub], k[sub], v[sub], kernel, rpb, scale, return_attention)
-            if return_attention:
-                out[sub], weights[sub] = res
-            else:
-                out[sub] = res
-    return (out, weights) if return_attention else out
+    return tiled_neighborhood_attention(q, k, v, kernel, dilation, rpb, scale, return_attention)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -402,13 +286,9 @@ def neighborhood_attention_2d(
             ``rpb[head, (key_row - query_row) / dilation + kh - 1, (key_col - query_col) / dilation + kw - 1]``.
         scale: logit scale; default ``head_dim ** -0.5``.
         return_attention: also return the post-softmax weights over each window.
-        method: ``"gather"`` is the definition, step by step: gather each query's k*k keys and
-            values (``index_select``), dot products, softmax, weighted sum; memory ~ N k^2 d.
-            ``"tiled"`` (default, same numbers to float rounding) cuts the queries into 8 x 8 tiles;
-            the windows of a tile lie inside one (8 + k - 1)^2 key region, so each tile is one small
-            dense attention with a mask that keeps each query's window: larger matmuls, no per-query
-            copies of the keys, 3-7x faster backward and ~3x less memory here. Dilation runs NA on
-            each dilation group.
+        method: ``"gather"`` is the definition, step by step (:func:`gather_attention`); ``"tiled"``
+            (default, the same numbers to float rounding) is the fast path of
+            :func:`survey_lib.models.nat_fast.tiled_neighborhood_attention`.
 
     Shapes:
         q, k, v: (B, H, W, heads, head_dim) -> out (B, H, W, heads, head_dim).
@@ -457,20 +337,7 @@ def sasa_attention_2d(
     kernel, dil = to_2tuple(kernel_size), to_2tuple(dilation)
     _check_window((q.shape[1], q.shape[2]), kernel, dil, "sasa")
     _check_rpb(rpb, q.shape[3], kernel)
-    return _windowed_attention(q, k, v, kernel, dil, rpb, scale, return_attention, "sasa", padding)
-
-
-def _natten_runs(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, rpb: Optional[torch.Tensor]) -> bool:
-    """Whether natten 0.21.7 can run this call: installed, no bias, and on CPU no gradient needed."""
-    if not HAS_NATTEN or rpb is not None:
-        return False
-    if q.is_cuda:
-        return True
-    d = q.shape[-1]
-    if not (8 <= d <= 512 and d & (d - 1) == 0):  # natten's CPU (flex) backend only takes these
-        return False
-    needs_grad = torch.is_grad_enabled() and any(t.requires_grad for t in (q, k, v))
-    return not needs_grad
+    return gather_attention(q, k, v, kernel, dil, rpb, scale, return_attention, "sasa", padding)
 
 
 def na2d(
@@ -486,13 +353,10 @@ def na2d(
     """Neighbourhood attention through natten where natten can run it, else :func:`neighborhood_attention_2d`.
 
     Args:
-        backend: ``"auto"``: natten when it is installed and can run this call (CUDA: forward and
-            backward; CPU: forward only, i.e. no input needs a gradient, and a head_dim that is a
-            power of two in [8, 512]; never with ``rpb``, which natten lacks), the pure-PyTorch path
-            otherwise (so training on CPU always runs ours). On CPU natten 0.21.7 is unfused flex
-            attention that builds the N x N scores: 4-60x slower than ours (module docstring).
-            ``"torch"``: always ours (the fast choice for CPU inference). ``"natten"``: natten or an
-            error.
+        backend: ``"auto"``: natten where :func:`survey_lib.models.nat_fast.natten_can_run` says it
+            can (CUDA forward and backward; CPU forward only, a power-of-two head_dim in [8, 512];
+            never with ``rpb``), ours otherwise, so training on CPU always runs ours. On CPU natten
+            0.21.7 is 4-60x slower than ours. ``"torch"``: always ours. ``"natten"``: natten or an error.
 
     Shapes: q, k, v (B, H, W, heads, head_dim) -> (B, H, W, heads, head_dim).
 
@@ -506,16 +370,11 @@ def na2d(
     kernel, dil = to_2tuple(kernel_size), to_2tuple(dilation)
     _check_window((q.shape[1], q.shape[2]), kernel, dil, "na")
     _check_rpb(rpb, q.shape[3], kernel)
-    use_natten = backend != "torch" and _natten_runs(q, k, v, rpb)  # "auto" or "natten"
+    use_natten = backend != "torch" and natten_can_run(q, k, v, rpb)  # "auto" or "natten"
     if backend == "natten" and not use_natten:
-        d = q.shape[-1]
-        why = ("natten is not installed" if not HAS_NATTEN else "natten has no relative position bias (rpb)"
-               if rpb is not None else f"natten's CPU backend needs a head_dim that is a power of two in [8, 512], got {d}"
-               if not (8 <= d <= 512 and d & (d - 1) == 0) else
-               "natten 0.21.7 has no backward on CPU; call under torch.no_grad()")
-        raise ValueError(f"backend='natten' cannot run this call: {why}; use backend='torch' or 'auto'")
+        raise ValueError(f"backend='natten' cannot run this call: {natten_refusal(q, rpb)}; use backend='torch' or 'auto'")
     if use_natten:
-        return _natten().na2d(q, k, v, kernel_size=kernel, dilation=dil, scale=scale)
+        return natten_na2d(q, k, v, kernel, dil, scale)
     return _neighborhood_attention(q, k, v, kernel, dil, rpb, scale, False)
 
 
@@ -548,8 +407,12 @@ def _fit_axis(G: int, k: int, d: int) -> Tuple[int, int]:
     return G, 1  # the whole axis: global attention along it
 
 
-class NeighborhoodAttention2D(nn.Module):
+class NeighborhoodAttention2D(Attention):
     """Multi-head neighbourhood attention with NAT's relative position bias (NAT Sec. 3.1, Eq. 4).
+
+    It is :class:`survey_lib.layers.Attention` (the same ``qkv``, heads, ``proj``, dropouts) on
+    channels-last tokens, where each query attends only to its ``kernel_size`` x ``kernel_size``
+    neighbourhood (:func:`neighborhood_attention_2d`) plus the learned bias ``rpb``.
 
     Args:
         dim: C, token width.  num_heads: heads (``dim`` divisible by it).
@@ -581,33 +444,23 @@ class NeighborhoodAttention2D(nn.Module):
         proj_drop: float = 0.0,
         backend: str = "auto",
     ) -> None:
-        super().__init__()
-        if num_heads <= 0 or dim % num_heads != 0:
-            raise ValueError(
-                f"dim {dim} is not divisible by num_heads {num_heads}; "
-                f"use num_heads in {[h for h in range(1, 17) if dim % h == 0]} or change dim"
-            )
         if kernel_size < 1 or kernel_size % 2 == 0:
             raise ValueError(f"kernel_size {kernel_size} must be odd and positive, e.g. 3, 5 or 7")
         if dilation < 1:
             raise ValueError(f"dilation must be >= 1, got {dilation}")
-        self.num_heads = num_heads
-        self.head_dim = dim // num_heads
-        self.scale = self.head_dim**-0.5
+        super().__init__(dim, num_heads, qkv_bias=qkv_bias, proj_drop=proj_drop)  # qkv, heads, proj
         self.kernel_size = kernel_size
         self.dilation = dilation
         self.backend = backend
-        self.qkv = nn.Linear(dim, dim * 3, bias=qkv_bias)
         self.rpb = nn.Parameter(torch.zeros(num_heads, 2 * kernel_size - 1, 2 * kernel_size - 1)) if rel_pos_bias else None
-        self.proj = nn.Linear(dim, dim)
-        self.proj_drop = nn.Dropout(proj_drop)
         if self.rpb is not None:
             nn.init.trunc_normal_(self.rpb, std=0.02)
 
     def window(self, H: int, W: int) -> Tuple[Tuple[int, int], Tuple[int, int]]:
         """The (kernel, dilation) pairs used on an H x W grid (shrunk if the grid is too small)."""
-        (kh, dh), (kw, dw) = _fit_axis(H, self.kernel_size, self.dilation), _fit_axis(W, self.kernel_size, self.dilation)
-        return (kh, kw), (dh, dw)
+        (kernel_h, dilation_h) = _fit_axis(H, self.kernel_size, self.dilation)
+        (kernel_w, dilation_w) = _fit_axis(W, self.kernel_size, self.dilation)
+        return (kernel_h, kernel_w), (dilation_h, dilation_w)
 
     def forward(self, x: torch.Tensor, return_attention: bool = False):
         if x.ndim != 4:
@@ -615,12 +468,12 @@ class NeighborhoodAttention2D(nn.Module):
         B, H, W, C = x.shape
         qkv = self.qkv(x).reshape(B, H, W, 3, self.num_heads, self.head_dim)  # (B, H, W, 3, h, d_head)
         q, k, v = qkv.unbind(3)  # 3 x (B, H, W, h, d_head)
-        kernel, dil = self.window(H, W)
-        exact = kernel == (self.kernel_size,) * 2 and dil == (self.dilation,) * 2
+        kernel, dilation = self.window(H, W)
+        exact = kernel == (self.kernel_size,) * 2 and dilation == (self.dilation,) * 2
         if return_attention or not exact or self.backend == "torch":
-            res = _neighborhood_attention(q, k, v, kernel, dil, self.rpb, self.scale, return_attention)
+            res = _neighborhood_attention(q, k, v, kernel, dilation, self.rpb, self.scale, return_attention)
         else:
-            res = na2d(q, k, v, kernel, dil, rpb=self.rpb, scale=self.scale, backend=self.backend)
+            res = na2d(q, k, v, kernel, dilation, rpb=self.rpb, scale=self.scale, backend=self.backend)
         out, attn = res if return_attention else (res, None)
         out = out.reshape(B, H, W, C)  # (B, H, W, C): heads concatenated
         out = self.proj_drop(self.proj(out))
@@ -636,7 +489,8 @@ class NATBlock(nn.Module):
     Args:
         dim, num_heads, kernel_size, dilation, qkv_bias, rel_pos_bias, backend: see
             :class:`NeighborhoodAttention2D`.  mlp_ratio: MLP width / dim.  drop_path: stochastic
-            depth.  layer_scale: LayerScale init value, or None (NAT uses it only for its largest models).
+            depth.  init_values: LayerScale init value, or None (NAT uses it only for its largest models;
+            natten calls it ``layer_scale``, timm's ViT ``init_values``).
 
     Shapes: x (B, H, W, C) -> (B, H, W, C); with ``return_attention`` also (B, H, W, heads, kh*kw).
     """
@@ -651,17 +505,17 @@ class NATBlock(nn.Module):
         qkv_bias: bool = True,
         rel_pos_bias: bool = True,
         drop_path: float = 0.0,
-        layer_scale: Optional[float] = None,
+        init_values: Optional[float] = None,
         backend: str = "auto",
     ) -> None:
         super().__init__()
         self.norm1 = nn.LayerNorm(dim)
         self.attn = NeighborhoodAttention2D(dim, num_heads, kernel_size, dilation, qkv_bias, rel_pos_bias, backend=backend)
-        self.ls1 = LayerScale(dim, layer_scale) if layer_scale else nn.Identity()
+        self.ls1 = LayerScale(dim, init_values) if init_values else nn.Identity()
         self.drop_path1 = DropPath(drop_path) if drop_path > 0.0 else nn.Identity()
         self.norm2 = nn.LayerNorm(dim)
         self.mlp = Mlp(dim, int(dim * mlp_ratio))
-        self.ls2 = LayerScale(dim, layer_scale) if layer_scale else nn.Identity()
+        self.ls2 = LayerScale(dim, init_values) if init_values else nn.Identity()
         self.drop_path2 = DropPath(drop_path) if drop_path > 0.0 else nn.Identity()
 
     def forward(self, x: torch.Tensor, return_attention: bool = False):
@@ -736,7 +590,7 @@ class NAT(nn.Module):
         dilations: None (all 1) or per level a sequence of per-block dilations, e.g.
             ``((1, 2), (1, 1))`` (DiNAT alternates NA and DiNA blocks).
         mlp_ratio, qkv_bias, rel_pos_bias: per block.  drop_path_rate: stochastic depth, linear over
-        all blocks.  layer_scale: LayerScale init or None.  backend: see :func:`na2d`.
+        all blocks.  init_values: LayerScale init or None.  backend: see :func:`na2d`.
 
     Shapes:
         x: (B, C, H, W) -> logits (B, K).  ``forward_features``: (B, H/2^(L+1), W/2^(L+1), D_last)
@@ -762,7 +616,7 @@ class NAT(nn.Module):
         qkv_bias: bool = True,
         rel_pos_bias: bool = True,
         drop_path_rate: float = 0.0,
-        layer_scale: Optional[float] = None,
+        init_values: Optional[float] = None,
         backend: str = "auto",
     ) -> None:
         super().__init__()
@@ -776,7 +630,7 @@ class NAT(nn.Module):
         self.config = dict(img_size=img_size, in_chans=in_chans, num_classes=num_classes, embed_dim=embed_dim,
                            depths=tuple(depths), num_heads=tuple(heads), kernel_size=tuple(kernels),
                            dilations=tuple(tuple(d) for d in dils), mlp_ratio=mlp_ratio, qkv_bias=qkv_bias,
-                           rel_pos_bias=rel_pos_bias, layer_scale=layer_scale)
+                           rel_pos_bias=rel_pos_bias, init_values=init_values)
         self.num_classes = num_classes
         self.embed_dim = embed_dim
         dims = [embed_dim * 2**i for i in range(levels)]
@@ -797,7 +651,7 @@ class NAT(nn.Module):
         for lvl in range(levels):
             self.levels.append(nn.ModuleList(
                 NATBlock(dims[lvl], heads[lvl], kernels[lvl], dils[lvl][i], mlp_ratio, qkv_bias, rel_pos_bias,
-                         drop_path=dpr[b + i], layer_scale=layer_scale, backend=backend)
+                         drop_path=dpr[b + i], init_values=init_values, backend=backend)
                 for i in range(depths[lvl])
             ))
             b += depths[lvl]
@@ -848,155 +702,31 @@ class NAT(nn.Module):
         return self.forward_head(self.forward_features(x), pre_logits=True)
 
     @torch.no_grad()
-    def get_attention_maps(self, x: torch.Tensor) -> List[torch.Tensor]:
-        """Window weights of every block (no hooks). Shapes: list of (B, H_l, W_l, heads, k*k);
-        turn one into a dense (B, heads, N, N) map with :func:`attention_to_dense`."""
-        return self._run(x, True)[1]
+    def get_attention_maps(self, x: torch.Tensor, dense: bool = False) -> List[torch.Tensor]:
+        """Attention weights of every block (no hooks).
 
+        Args:
+            dense: False: each block's window weights (B, H_l, W_l, heads, k*k). True: the
+                attention-map contract of every model (:class:`survey_lib.layers.AttentionLayout`):
+                one (B, heads, N, N) map per block over its level's grid, zero outside each
+                neighbourhood (:func:`attention_to_dense` with the window the block really used).
 
-#: CPU-sized presets for the 32 x 32 digits (1 channel, 10 classes), by profile. The tokenizer gives
-#: an 8 x 8 grid, the downsampler 4 x 4; DiNA blocks (dilation 2) alternate with NA blocks on 8 x 8.
-#: head_dim is 8, 16 or 32 (a power of two), so natten's CPU backend can run every block too.
-NAT_CONFIGS: Dict[str, dict] = {
-    "smoke": dict(img_size=32, in_chans=1, num_classes=10, embed_dim=16, depths=(1, 1), num_heads=(1, 2),
-                  kernel_size=3, mlp_ratio=2.0),
-    "cpu": dict(img_size=32, in_chans=1, num_classes=10, embed_dim=48, depths=(2, 2), num_heads=(3, 6),
-                kernel_size=3, dilations=((1, 2), (1, 1)), mlp_ratio=2.0),
-    "full": dict(img_size=32, in_chans=1, num_classes=10, embed_dim=96, depths=(3, 4), num_heads=(3, 6),
-                 kernel_size=3, dilations=((1, 2, 1), (1, 1, 1, 1)), mlp_ratio=3.0, drop_path_rate=0.1),
-}
+        Shapes: (B, C, H, W) -> list of (B, H_l, W_l, heads, k*k), or (B, heads, N_l, N_l) with ``dense``.
+        """
+        maps = self._run(x, True)[1]
+        if dense:
+            blocks = [blk for level in self.levels for blk in level]
+            maps = [attention_to_dense(a, *blk.attn.window(a.shape[1], a.shape[2])) for a, blk in zip(maps, blocks)]
+        return maps
 
-
-def nat_for_profile(profile: str, **overrides) -> NAT:
-    """Build the digits NAT preset of a profile (``smoke``, ``cpu`` or ``full``), with overrides.
-
-    Raises:
-        ValueError: unknown profile.
-    """
-    if profile not in NAT_CONFIGS:
-        raise ValueError(f"unknown profile {profile!r}; choose one of {sorted(NAT_CONFIGS)}")
-    return NAT(**{**NAT_CONFIGS[profile], **overrides})
-
-
-#: Training recipes of the digits NAT (:data:`NAT_CONFIGS`) by profile (``survey_lib.train.TrainConfig`` fields).
-#: cpu (30 epochs, one thread, ~4.3 s per epoch): 97.2% / 96.9% test accuracy for seeds 0 / 1 (2026-12-01).
-NAT_TRAIN: Dict[str, dict] = {
-    "smoke": dict(epochs=2, batch_size=128, lr=2e-3, warmup_epochs=0.5),
-    "cpu": dict(epochs=30, batch_size=64, lr=2e-3, warmup_epochs=3, weight_decay=0.05, label_smoothing=0.1),
-    "full": dict(epochs=100, batch_size=128, lr=1e-3, warmup_epochs=5, weight_decay=0.05, label_smoothing=0.1),
-}
-
-
-def train_nat(profile: str = "cpu", checkpoint: Optional[str] = None, seed: int = 0) -> dict:
-    """Train the digits NAT of ``profile`` (32 px, random shifts) and report its test accuracy.
-
-    Returns ``{"model", "history", "test_acc", "seconds"}`` (``survey_lib.methods`` convention).
-
-    Raises:
-        ValueError: unknown profile.
-    """
-    from ..data import DigitsDataset
-    from ..evaluate import accuracy
-    from ..train import TrainConfig, fit, seed_everything
-
-    if profile not in NAT_TRAIN:
-        raise ValueError(f"unknown profile {profile!r}; choose one of {sorted(NAT_TRAIN)}")
-    seed_everything(seed)
-    model = nat_for_profile(profile)
-    train_set, test_set = DigitsDataset(train=True, augment=True), DigitsDataset(train=False)
-    cfg = TrainConfig(**NAT_TRAIN[profile], seed=seed, checkpoint_path=checkpoint, desc=f"nat [{profile}]")
-    history = fit(model, train_set, test_set, cfg)
-    return {"model": model, "history": history, "test_acc": accuracy(model, test_set), "seconds": history.seconds}
-
-
-# ---------------------------------------------------------------------------------------------
-# Figures (each returns a matplotlib Figure)
-# ---------------------------------------------------------------------------------------------
-def plot_neighborhoods(
-    grid: Tuple[int, int] = (9, 9),
-    kernel_size: int = 5,
-    queries: Sequence[Tuple[int, int]] = ((0, 0), (4, 4)),
-    dilation: int = 1,
-    kinds: Sequence[str] = ("na", "sasa"),
-):
-    """Which keys each query sees: one row per kind (NA, SASA), one column per query (NAT Fig. 3).
-
-    Red: the query; blue: keys inside the grid; orange: SASA's zero-padding positions, drawn in the
-    margin around the grid (light grey), where they are not real tokens.
-
-    Shapes: grid (H, W); queries are (row, col) grid positions.
-    """
-    import matplotlib.pyplot as plt
-    from matplotlib.colors import ListedColormap
-
-    H, W = grid
-    p = (kernel_size // 2) * dilation
-    cmap = ListedColormap(["#e6e6e6", "white", "#4c72b0", "#c44e52", "#dd8452"])
-    fig, axes = plt.subplots(len(kinds), len(queries), figsize=(2.4 * len(queries), 2.5 * len(kinds)), squeeze=False)
-    names = {"na": "NA (shifted window)", "sasa": "SASA (zero padding)"}
-    for r, kind in enumerate(kinds):
-        keys_h, _ = _axis_window(H, kernel_size, dilation, kind)  # (H, k), -1 for padding (SASA)
-        keys_w, _ = _axis_window(W, kernel_size, dilation, kind)
-        for c, (qi, qj) in enumerate(queries):
-            canvas = torch.zeros(H + 2 * p, W + 2 * p)
-            canvas[p:p + H, p:p + W] = 1
-            n_real = 0
-            for a in range(kernel_size):
-                for b in range(kernel_size):
-                    if kind == "na":
-                        i, j = int(keys_h[qi, a]), int(keys_w[qj, b])
-                    else:  # centred offsets, padding drawn in the margin
-                        i, j = qi + dilation * (a - kernel_size // 2), qj + dilation * (b - kernel_size // 2)
-                    inside = 0 <= i < H and 0 <= j < W
-                    n_real += inside
-                    canvas[i + p, j + p] = 2 if inside else 4
-            canvas[qi + p, qj + p] = 3
-            ax = axes[r, c]
-            ax.imshow(canvas.numpy(), cmap=cmap, vmin=0, vmax=4)
-            ax.set_xticks(np.arange(-0.5, W + 2 * p, 1), minor=True)
-            ax.set_yticks(np.arange(-0.5, H + 2 * p, 1), minor=True)
-            ax.grid(which="minor", color="#bbbbbb", linewidth=0.4)
-            ax.tick_params(which="both", length=0, labelbottom=False, labelleft=False)
-            ax.add_patch(plt.Rectangle((p - 0.5, p - 0.5), W, H, fill=False, edgecolor="black", linewidth=1.2))
-            ax.set_title(f"{names.get(kind, kind)}\nquery {qi, qj}: {n_real} real keys", fontsize=8)
-    fig.suptitle(f"{kernel_size}x{kernel_size} neighbourhoods, dilation {dilation}, on a {H}x{W} grid", fontsize=10)
-    fig.tight_layout()
-    return fig
-
-
-def plot_neighborhood_attention(
-    img: torch.Tensor,
-    attn: torch.Tensor,
-    kernel_size: IntOrPair,
-    dilation: IntOrPair = 1,
-    queries: Sequence[Tuple[int, int]] = ((0, 0),),
-    title: Optional[str] = None,
-):
-    """Attention of chosen query tokens over the image, one panel per (query, head).
-
-    Args:
-        img: (C, H_img, W_img) the input image.
-        attn: (H, W, heads, k*k) window weights of one image and one block (e.g.
-            ``model.get_attention_maps(x)[block][b]``).
-        queries: (row, col) token positions; each is marked with a cyan dot.
-
-    Shapes: each panel is the query's dense row (H, W), zero outside its window.
-    """
-    import matplotlib.pyplot as plt
-
-    from ..viz import _overlay, show_image
-
-    H, W, heads, _ = attn.shape
-    dense = attention_to_dense(attn[None].detach().float(), kernel_size, dilation)[0]  # (heads, N, N)
-    fig, axes = plt.subplots(len(queries), heads + 1, figsize=(1.9 * (heads + 1), 2.0 * len(queries)), squeeze=False)
-    sy, sx = img.shape[1] / H, img.shape[2] / W
-    for r, (qi, qj) in enumerate(queries):
-        show_image(axes[r, 0], img, "input" if r == 0 else None)
-        axes[r, 0].plot((qj + 0.5) * sx - 0.5, (qi + 0.5) * sy - 0.5, "o", color="cyan", markersize=5)
-        for hd in range(heads):
-            heat = dense[hd, qi * W + qj].reshape(H, W)  # (H, W)
-            _overlay(axes[r, hd + 1], img, heat, f"query {qi, qj}, head {hd}")
-            axes[r, hd + 1].plot((qj + 0.5) * sx - 0.5, (qi + 0.5) * sy - 0.5, "o", color="cyan", markersize=4)
-    fig.suptitle(title or f"neighbourhood attention, kernel {kernel_size}, dilation {dilation}", fontsize=10)
-    fig.tight_layout()
-    return fig
+    def attention_layout(self, img_size: Optional[IntOrPair] = None) -> List[AttentionLayout]:
+        """One :class:`~survey_lib.layers.AttentionLayout` per block for ``img_size`` (default the
+        model's): its level, its token grid (the tokenizer halves the image twice, rounding up, each
+        downsampler once more), no prefix token."""
+        H, W = to_2tuple(img_size if img_size is not None else self.config["img_size"])
+        grid = [math.ceil(math.ceil(H / 2) / 2), math.ceil(math.ceil(W / 2) / 2)]  # ConvTokenizer: two stride-2 convs
+        out = []
+        for level, blocks in enumerate(self.levels):
+            out += [AttentionLayout(level, (grid[0], grid[1]), 0) for _ in blocks]
+            grid = [math.ceil(g / 2) for g in grid]  # ConvDownsampler: one stride-2 convolution
+        return out

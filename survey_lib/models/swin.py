@@ -5,9 +5,9 @@ arXiv:2103.14030. The paper's pieces map onto the code:
 
     Sec. 3.1  patch partition + linear embedding                  -> ``PatchEmbed`` (survey_lib.layers, with LayerNorm)
     Sec. 3.1  patch merging (2x2 neighbours, 4C -> 2C)            -> :class:`PatchMerging`
-    Sec. 3.2  window-based self-attention W-MSA, Eq. 1-2 cost     -> :func:`window_partition`, :class:`WindowAttention`
+    Sec. 3.2  window-based self-attention W-MSA, Eq. 1-2 cost     -> :func:`window_partition` (``swin_windows``), :class:`WindowAttention`
     Sec. 3.2  shifted windows SW-MSA, Eq. 3 (two blocks in a row) -> :class:`SwinTransformerBlock` (``shift_size``)
-    Sec. 3.2  "efficient batch computation": cyclic shift + mask  -> ``torch.roll`` and :func:`shifted_window_mask`
+    Sec. 3.2  "efficient batch computation": cyclic shift + mask  -> ``torch.roll`` and :func:`shifted_window_mask` (``swin_windows``)
     Sec. 3.2  relative position bias, Eq. 4                       -> ``relative_position_bias_table`` / ``relative_position_index``
     Sec. 3.3  stages of 2, 2, 6, 2 blocks, C doubling per stage   -> :class:`SwinTransformerStage`, :class:`SwinTransformer`
 
@@ -20,8 +20,8 @@ timm's (``timm.models.swin_transformer.SwinTransformer``, timm 1.0.31), so :func
 converts a model by renaming the classifier only, and ``tests/test_swin.py`` proves equal logits.
 
 Deviations from the paper:
-    * the presets in :data:`SWIN_CONFIGS` are tiny (16-64 wide, 2-3 stages, 4 x 4 windows, patch 4 or 2)
-      for 32 x 32 one-channel digits; Swin-T is ``SwinTransformer()`` with the defaults.
+    * the training presets (``survey_lib.recipes.swin``) are tiny (16-64 wide, 2-3 stages, 4 x 4
+      windows) for small one-channel images; Swin-T is ``SwinTransformer()`` with the defaults.
     * patch merging sits at the *start* of stages 2-4 (``layers.{i}.downsample``, i > 0), as in
       timm, instead of at the end of stages 1-3 as in the paper's Fig. 3 and official code: the same
       function, different parameter names.
@@ -29,20 +29,17 @@ Deviations from the paper:
       pad with zeros instead); a grid no larger than the window makes that stage use one global
       window without shift (as both do).
     * inputs must have the ``img_size`` the model was built for (masks and windows are precomputed).
-    * training recipes (:data:`SWIN_TRAIN`) are sized for 1,437 digits on a CPU: AdamW with batch
-      32-128 instead of 1024, 40-100 epochs instead of 300, and no stochastic depth in the ``cpu``
-      preset (Sec. 4.1 uses drop path 0.2 for Swin-T; on the digits it made the model underfit).
 """
 from __future__ import annotations
 
-import math
 from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from ..layers import Attention, DropPath, Mlp, PatchEmbed, to_2tuple
+from ..layers import Attention, AttentionLayout, DropPath, Mlp, PatchEmbed, attend, to_2tuple
+from .swin_windows import (IntOrPair, _divisors, _fit_window, relative_position_index, shifted_window_labels,
+                           shifted_window_mask, window_partition, window_reverse, window_token_index)
 
 __all__ = [
     "window_partition",
@@ -58,164 +55,9 @@ __all__ = [
     "timm_state_dict",
     "timm_kwargs",
     "from_timm_state_dict",
-    "SWIN_CONFIGS",
-    "swin_for_profile",
+    "window_token_index",
     "window_attention_to_grid",
-    "plot_window_partition",
-    "plot_shifted_window_mask",
-    "plot_window_attention",
-    "plot_relative_position_bias",
 ]
-
-IntOrPair = Union[int, Tuple[int, int]]
-
-
-# ---------------------------------------------------------------------------------------------
-# Windows (Sec. 3.2): cut a (B, H, W, C) token grid into non-overlapping M x M windows and back
-# ---------------------------------------------------------------------------------------------
-def _divisors(n: int) -> List[int]:
-    return [d for d in range(1, n + 1) if n % d == 0]
-
-
-def window_partition(x: torch.Tensor, window_size: IntOrPair) -> torch.Tensor:
-    """Cut a token grid into non-overlapping windows, numbered row-major over the grid.
-
-    Window ``w = i * (W / M_w) + j`` holds tokens ``x[:, i*M_h:(i+1)*M_h, j*M_w:(j+1)*M_w]``; windows
-    of image b come before those of image b + 1.
-
-    Args:
-        x: tokens laid out as an image.
-        window_size: M, or (M_h, M_w).
-
-    Shapes:
-        x: (B, H, W, C) -> (B * nW, M_h, M_w, C), nW = (H / M_h) * (W / M_w).
-
-    Raises:
-        ValueError: if ``x`` is not 4-D or H, W are not multiples of the window size.
-    """
-    if x.ndim != 4:
-        raise ValueError(f"window_partition expects tokens laid out as (B, H, W, C), got shape {tuple(x.shape)}")
-    mh, mw = to_2tuple(window_size)
-    B, H, W, C = x.shape
-    if H % mh or W % mw:
-        raise ValueError(
-            f"a {H}x{W} token grid is not divisible into {mh}x{mw} windows; use a window_size dividing "
-            f"both sides (height: {_divisors(H)}, width: {_divisors(W)}) or pad the grid"
-        )
-    x = x.view(B, H // mh, mh, W // mw, mw, C)  # (B, H/M_h, M_h, W/M_w, M_w, C)
-    x = x.permute(0, 1, 3, 2, 4, 5)  # (B, H/M_h, W/M_w, M_h, M_w, C)
-    return x.reshape(-1, mh, mw, C)  # (B * nW, M_h, M_w, C)
-
-
-def window_reverse(windows: torch.Tensor, window_size: IntOrPair, H: int, W: int) -> torch.Tensor:
-    """Inverse of :func:`window_partition`: ``window_reverse(window_partition(x, M), M, H, W) == x``.
-
-    Args:
-        windows: window tokens, ordered as :func:`window_partition` returns them.
-        window_size: M, or (M_h, M_w).
-        H, W: the token grid the windows were cut from.
-
-    Shapes:
-        windows: (B * nW, M_h, M_w, C) -> (B, H, W, C).
-
-    Raises:
-        ValueError: if the sizes do not fit together.
-    """
-    mh, mw = to_2tuple(window_size)
-    if H % mh or W % mw:
-        raise ValueError(f"a {H}x{W} grid is not divisible into {mh}x{mw} windows")
-    if windows.ndim != 4 or tuple(windows.shape[1:3]) != (mh, mw):
-        raise ValueError(f"window_reverse expects (B*nW, {mh}, {mw}, C) windows, got shape {tuple(windows.shape)}")
-    nW = (H // mh) * (W // mw)
-    if windows.shape[0] % nW:
-        raise ValueError(f"{windows.shape[0]} windows are not a whole number of {H}x{W} grids ({nW} windows each)")
-    C = windows.shape[-1]
-    x = windows.view(-1, H // mh, W // mw, mh, mw, C)  # (B, H/M_h, W/M_w, M_h, M_w, C)
-    x = x.permute(0, 1, 3, 2, 4, 5)  # (B, H/M_h, M_h, W/M_w, M_w, C)
-    return x.reshape(-1, H, W, C)  # (B, H, W, C)
-
-
-# ---------------------------------------------------------------------------------------------
-# Relative position bias (Sec. 3.2, Eq. 4) and the shifted-window mask (Sec. 3.2, Fig. 4)
-# ---------------------------------------------------------------------------------------------
-def relative_position_index(window_size: IntOrPair) -> torch.Tensor:
-    """Row of the bias table used by each (query, key) pair of a window (Eq. 4's B = B_hat[index]).
-
-    Token n of an M_h x M_w window sits at (r, c) = divmod(n, M_w). The offset of query i to key j,
-    ``(r_i - r_j, c_i - c_j)``, lies in [-(M_h-1), M_h-1] x [-(M_w-1), M_w-1]; shifted to start at
-    0 and read row-major it gives ``(r_i - r_j + M_h - 1) * (2 M_w - 1) + (c_i - c_j + M_w - 1)``, a
-    row of the ``(2 M_h - 1) * (2 M_w - 1)``-row table. Pairs with the same offset share a bias.
-
-    Shapes: returns (N, N) int64 with N = M_h * M_w.
-    """
-    mh, mw = to_2tuple(window_size)
-    rows, cols = torch.meshgrid(torch.arange(mh), torch.arange(mw), indexing="ij")  # 2 x (M_h, M_w)
-    coords = torch.stack([rows.flatten(), cols.flatten()])  # (2, N)
-    rel = coords[:, :, None] - coords[:, None, :]  # (2, N, N): query minus key
-    return (rel[0] + mh - 1) * (2 * mw - 1) + (rel[1] + mw - 1)  # (N, N)
-
-
-def shifted_window_mask(
-    grid_size: IntOrPair,
-    window_size: IntOrPair,
-    shift_size: IntOrPair,
-    dtype: torch.dtype = torch.float32,
-    device: Optional[torch.device] = None,
-) -> torch.Tensor:
-    """Additive attention mask of the shifted windows after the cyclic shift (Sec. 3.2, Fig. 4).
-
-    SW-MSA moves the window grid by ``shift_size`` (M // 2 in the paper). Instead of cutting more,
-    smaller windows, the tokens are rolled by ``-shift`` (towards the top left, ``torch.roll``), so
-    the shifted windows become ordinary M x M windows again. Windows along the bottom and right
-    edges then hold tokens that were far apart before the roll (wrapped around). Build the mask the
-    same way: label every token of the *unrolled* grid with the shifted window it belongs to, roll
-    the labels like the tokens, partition them into windows; a pair of tokens in a window whose
-    labels differ gets -100 (exp(-100) ~ 4e-44: zero after the softmax, still finite), others 0.
-
-    Args:
-        grid_size: (H, W) token grid, divisible by the window size.
-        window_size: M, or (M_h, M_w).
-        shift_size: s, or (s_h, s_w), each in [0, M).
-
-    Shapes:
-        returns (nW, N, N), nW = (H / M_h) * (W / M_w), N = M_h * M_w; window order as in
-        :func:`window_partition` of the rolled grid.
-
-    Raises:
-        ValueError: a shift outside [0, M), or a grid not divisible by the window.
-    """
-    mh, mw = to_2tuple(window_size)
-    labels = shifted_window_labels(grid_size, window_size, shift_size, device=device)  # (H, W), unrolled
-    labels = torch.roll(labels, shifts=tuple(-s for s in to_2tuple(shift_size)), dims=(0, 1))  # (H, W): rolled like the tokens
-    windows = window_partition(labels[None, :, :, None], (mh, mw)).reshape(-1, mh * mw)  # (nW, N)
-    different = windows[:, :, None] != windows[:, None, :]  # (nW, N, N): pair from two regions
-    mask = torch.zeros(different.shape, dtype=dtype, device=device)
-    return mask.masked_fill(different, -100.0)
-
-
-def shifted_window_labels(
-    grid_size: IntOrPair, window_size: IntOrPair, shift_size: IntOrPair, device: Optional[torch.device] = None
-) -> torch.Tensor:
-    """Id of the shifted window each token of the (unrolled) grid belongs to.
-
-    The shifted windows' borders are at s, s + M, s + 2M, ...: rows [0, s) form window row 0,
-    rows [s, s + M) window row 1, and so on; the last one is cut by the grid edge. Used by
-    :func:`shifted_window_mask` and the figures.
-
-    Shapes: returns (H, W) int64.
-
-    Raises:
-        ValueError: a shift outside [0, M).
-    """
-    H, W = to_2tuple(grid_size)
-    mh, mw = to_2tuple(window_size)
-    sh, sw = to_2tuple(shift_size)
-    if not (0 <= sh < mh and 0 <= sw < mw):
-        raise ValueError(f"shift_size {(sh, sw)} must lie in [0, window_size) = [0, {(mh, mw)})")
-    row_id = (torch.arange(H, device=device) + mh - sh) // mh  # (H,)
-    col_id = (torch.arange(W, device=device) + mw - sw) // mw  # (W,)
-    return row_id[:, None] * (W // mw + 2) + col_id[None, :]  # (H, W): one id per shifted window
-
 
 # ---------------------------------------------------------------------------------------------
 # Window attention W-MSA / SW-MSA (Sec. 3.2, Eq. 4)
@@ -309,20 +151,10 @@ class WindowAttention(Attention):
             attn_bias = attn_bias + mask.unsqueeze(1)  # (nW, h, N, N): bias + mask, summed once per step
         qkv = self.qkv(x).reshape(B_, N, 3, h, d)  # (B * nW, N, 3, h, d_head)
         q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # 3 x (B * nW, h, N, d_head)
-
-        if self.use_fused(x) and not return_attention:
-            if mask is not None:  # SDPA's kernels need the mask per window of every image
-                attn_bias = attn_bias.expand(B_ // nW, nW, h, N, N).reshape(B_, h, N, N)  # (B * nW, h, N, N)
-            x = F.scaled_dot_product_attention(
-                q, k, v, attn_mask=attn_bias, dropout_p=self.attn_drop.p if self.training else 0.0
-            )  # (B * nW, h, N, d_head)
-        else:
-            attn = (q * self.scale) @ k.transpose(-2, -1)  # (B * nW, h, N, N)
-            attn = (attn.view(B_ // nW, nW, h, N, N) + attn_bias).view(B_, h, N, N)  # Eq. 4: + B (+ mask)
-            attn = attn.softmax(dim=-1)  # rows sum to 1
-            weights = attn
-            x = self.attn_drop(attn) @ v  # (B * nW, h, N, d_head)
-
+        if mask is not None:  # the mask differs per window: one (h, N, N) bias per window of every image
+            attn_bias = attn_bias.expand(B_ // nW, nW, h, N, N).reshape(B_, h, N, N)  # (B * nW, h, N, N)
+        explicit = return_attention or not self.use_fused(x)
+        x, weights = attend(q, k, v, attn_bias, self.dropout_p(), explicit=explicit)  # (B * nW, h, N, d_head)
         x = x.transpose(1, 2).reshape(B_, N, C)  # (B * nW, N, C): heads concatenated
         x = self.proj_drop(self.proj(x))
         return (x, weights) if return_attention else x
@@ -334,13 +166,6 @@ class WindowAttention(Attention):
 # ---------------------------------------------------------------------------------------------
 # One Swin block (Eq. 3): (S)W-MSA and MLP, each pre-norm with a residual
 # ---------------------------------------------------------------------------------------------
-def _fit_window(grid: Tuple[int, int], window: Tuple[int, int], shift: Tuple[int, int]):
-    """A window no smaller than the grid becomes the whole grid, without shift (paper's code, timm)."""
-    win = tuple(g if g <= w else w for g, w in zip(grid, window))
-    sh = tuple(0 if g <= w else s for g, w, s in zip(grid, window, shift))
-    return win, sh
-
-
 class SwinTransformerBlock(nn.Module):
     """Swin block: ``x = x + DropPath((S)W-MSA(LN(x)))`` then ``x = x + DropPath(MLP(LN(x)))`` (Eq. 3).
 
@@ -411,6 +236,23 @@ class SwinTransformerBlock(nn.Module):
     @property
     def num_windows(self) -> int:
         return (self.input_resolution[0] // self.window_size[0]) * (self.input_resolution[1] // self.window_size[1])
+
+    def dense_attention(self, attn: torch.Tensor) -> torch.Tensor:
+        """Scatter this block's window weights into one dense map over its token grid.
+
+        Token (ti, tj) of window (wi, wj) sits at position ``window_token_index`` of the grid (image
+        positions: the roll of a shifted block is undone), for queries and keys alike; entries
+        between tokens of different windows are zero.
+
+        Shapes: attn (B, nW, h, M*M, M*M) (from :meth:`forward` with ``return_attention``) ->
+        (B, h, N, N), N = H * W, row n = what the token at grid position n attends to.
+        """
+        H, W = self.input_resolution
+        idx = window_token_index(self.input_resolution, self.window_size, self.shift_size).to(attn.device)  # (nW, M*M)
+        B, _, h = attn.shape[:3]
+        dense = attn.new_zeros(B, h, H * W, H * W)  # (B, h, N, N)
+        dense[:, :, idx[:, :, None], idx[:, None, :]] = attn.permute(0, 2, 1, 3, 4)  # (B, h, nW, M*M, M*M)
+        return dense
 
     def _attn(self, x: torch.Tensor, return_attention: bool):
         B, H, W, C = x.shape
@@ -691,21 +533,39 @@ class SwinTransformer(nn.Module):
         return [blk for stage in self.layers for blk in stage.blocks]
 
     @torch.no_grad()
-    def get_attention_maps(self, x: torch.Tensor) -> List[torch.Tensor]:
-        """Post-softmax attention weights of every block, per window, on the explicit path.
+    def get_attention_maps(self, x: torch.Tensor, dense: bool = False) -> List[torch.Tensor]:
+        """Post-softmax attention weights of every block, on the explicit path (no hooks, no flags).
 
-        Entry ``[b, w, head, i, j]`` is how much token i of window w attends to token j of the same
-        window. For a shifted block the windows are those of the *rolled* grid
-        (:func:`window_attention_to_grid` maps a row back onto the image). No hooks, no flags.
+        Args:
+            dense: False: per window, entry ``[b, w, head, i, j]`` is how much token i of window w
+                attends to token j of the same window (for a shifted block the windows of the
+                *rolled* grid). True: the attention-map contract of every model
+                (:class:`survey_lib.layers.AttentionLayout`): one (B, h, N, N) map per block over
+                that block's grid in image positions, zero outside each window
+                (:meth:`SwinTransformerBlock.dense_attention`).
 
-        Shapes: (B, C, H, W) -> list over blocks of (B, nW, h, N, N), N = M * M of that block.
+        Shapes: (B, C, H, W) -> list over blocks of (B, nW, h, M*M, M*M), or (B, h, N, N) with ``dense``.
         """
         x = self._embed_tokens(x)
         maps: List[torch.Tensor] = []
         for stage in self.layers:
             x, stage_maps = stage(x, return_attention=True)
             maps.extend(stage_maps)
+        if dense:
+            maps = [blk.dense_attention(a) for blk, a in zip(self.blocks(), maps)]
         return maps
+
+    def attention_layout(self, img_size=None) -> List[AttentionLayout]:
+        """One :class:`~survey_lib.layers.AttentionLayout` per block: its stage, its token grid, no
+        prefix token (the contract of :meth:`get_attention_maps` with ``dense=True``).
+
+        Raises:
+            ValueError: an ``img_size`` other than the model's (its windows and masks are fixed).
+        """
+        if img_size is not None and to_2tuple(img_size) != to_2tuple(self.config["img_size"]):
+            raise ValueError(f"this SwinTransformer only takes {to_2tuple(self.config['img_size'])} images, got {img_size}")
+        return [AttentionLayout(i, tuple(blk.input_resolution), 0) for i, stage in enumerate(self.layers)
+                for blk in stage.blocks]
 
 
 def _stage_grids(grid: Tuple[int, int], num_stages: int) -> List[Tuple[int, int]]:
@@ -780,39 +640,8 @@ def timm_kwargs(model: SwinTransformer) -> dict:
     )
 
 
-#: CPU-sized presets for the 32 x 32 digits (1 channel, 10 classes), by profile.
-#: smoke / cpu: patch 4 -> 8x8 grid, 4x4 windows (4 windows, shifted in every second block), then a
-#: 4x4 stage that is one global window. full: patch 2 -> 16x16 (16 windows), 8x8 (4), 4x4 (global).
-#: cpu (with :data:`SWIN_TRAIN`'s cpu recipe, 40 epochs, one thread): 96.9% / 95.8% test accuracy for
-#: seeds 0 / 1 (96.4% for seed 0 with two threads, notebook 03, 138 s). Drop path 0.1 with batch 64 gave
-#: 94.4% (seed 0): on 1,437 images the model underfits, so the cpu preset uses no stochastic depth and
-#: batch 32 (twice the optimiser steps). All measured 2026-12-01.
-SWIN_CONFIGS: Dict[str, dict] = {
-    "smoke": dict(img_size=32, patch_size=4, in_chans=1, num_classes=10, embed_dim=16, depths=(2, 1),
-                  num_heads=(2, 4), window_size=4, mlp_ratio=2.0, drop_path_rate=0.0),
-    "cpu": dict(img_size=32, patch_size=4, in_chans=1, num_classes=10, embed_dim=64, depths=(2, 2),
-                num_heads=(2, 4), window_size=4, mlp_ratio=2.0, drop_path_rate=0.0),
-    "full": dict(img_size=32, patch_size=2, in_chans=1, num_classes=10, embed_dim=64, depths=(2, 2, 6),
-                 num_heads=(2, 4, 8), window_size=4, mlp_ratio=4.0, drop_path_rate=0.2),
-}
-
-
-def swin_for_profile(profile: str, **overrides) -> SwinTransformer:
-    """Build the digits Swin preset of a profile (``smoke``, ``cpu`` or ``full``), with overrides.
-
-    Raises:
-        ValueError: unknown profile.
-    """
-    if profile not in SWIN_CONFIGS:
-        raise ValueError(f"unknown profile {profile!r}; choose one of {sorted(SWIN_CONFIGS)}")
-    return SwinTransformer(**{**SWIN_CONFIGS[profile], **overrides})
-
-
-# ---------------------------------------------------------------------------------------------
-# Figures (each returns a matplotlib Figure)
-# ---------------------------------------------------------------------------------------------
 def window_attention_to_grid(attn: torch.Tensor, block: SwinTransformerBlock, query: Tuple[int, int]) -> torch.Tensor:
-    """Place one query token's window attention back onto the block's (unrolled) token grid.
+    """One query token's window attention placed back onto the block's token grid.
 
     Args:
         attn: one image's attention of ``block``: (nW, h, N, N), e.g. ``model.get_attention_maps(x)[k][b]``.
@@ -822,228 +651,5 @@ def window_attention_to_grid(attn: torch.Tensor, block: SwinTransformerBlock, qu
     Shapes: returns (h, H, W); zero outside the query's window, each head's map sums to 1.
     """
     H, W = block.input_resolution
-    mh, mw = block.window_size
-    sh, sw = block.shift_size
-    rr, cc = (query[0] - sh) % H, (query[1] - sw) % W  # where the roll moved the query
-    wi, wj = rr // mh, cc // mw
-    row = attn[wi * (W // mw) + wj, :, (rr % mh) * mw + (cc % mw)]  # (h, N)
-    grid = attn.new_zeros(attn.shape[1], H, W)  # (h, H, W), rolled coordinates
-    grid[:, wi * mh:(wi + 1) * mh, wj * mw:(wj + 1) * mw] = row.view(-1, mh, mw)  # (h, M_h, M_w)
-    return torch.roll(grid, shifts=(sh, sw), dims=(1, 2))  # (h, H, W), image coordinates
-
-
-def _draw_lines(ax, H: int, W: int, step: Tuple[float, float], offset: Tuple[float, float] = (0, 0), **kw) -> None:
-    """Horizontal and vertical lines every ``step`` pixels starting at ``offset`` (imshow coordinates)."""
-    y = offset[0]
-    while y <= H + 1e-9:
-        ax.axhline(y - 0.5, **kw)
-        y += step[0]
-    x = offset[1]
-    while x <= W + 1e-9:
-        ax.axvline(x - 0.5, **kw)
-        x += step[1]
-
-
-def _label_colours(labels: torch.Tensor):
-    import matplotlib.pyplot as plt
-
-    uniq = {int(v): i for i, v in enumerate(torch.unique(labels).tolist())}
-    idx = labels.clone().apply_(lambda v: uniq[v]).numpy()
-    return idx, plt.get_cmap("tab20", max(len(uniq), 2))
-
-
-def plot_window_partition(img: torch.Tensor, patch_size: int, window_size: int, shift_size: Optional[int] = None):
-    """Three panels: W-MSA windows on the image, the shifted windows (SW-MSA), and the same shifted
-    windows after the cyclic shift, where they are ordinary windows again but some mix regions.
-
-    Args:
-        img: (C, H, W) image.  patch_size: P (pixels per token).  window_size: M (tokens).
-        shift_size: s (tokens), default M // 2.
-
-    Colours in panels 2 and 3 are the ids of :func:`shifted_window_labels`: tokens of one window
-    with different colours are the pairs the mask blocks.
-    """
-    import matplotlib.pyplot as plt
-    from ..viz import show_image
-
-    s = window_size // 2 if shift_size is None else shift_size
-    C, H, W = img.shape
-    gh, gw = H // patch_size, W // patch_size
-    labels = shifted_window_labels((gh, gw), window_size, s)  # (gh, gw)
-    colours, cmap = _label_colours(labels)
-    big = lambda a: torch.as_tensor(a).repeat_interleave(patch_size, 0).repeat_interleave(patch_size, 1).numpy()  # noqa: E731
-    win_px, s_px = window_size * patch_size, s * patch_size
-    fig, axes = plt.subplots(1, 3, figsize=(11, 3.9))
-    titles = [f"W-MSA: {gh // window_size * (gw // window_size)} windows of {window_size}x{window_size} tokens",
-              f"SW-MSA: windows shifted by {s} tokens", f"after torch.roll by -{s}: masked windows"]
-    for k, ax in enumerate(axes):
-        shown = torch.roll(img, shifts=(-s_px, -s_px), dims=(1, 2)) if k == 2 else img
-        show_image(ax, shown)
-        ax.set_title(titles[k], fontsize=9)
-        _draw_lines(ax, H, W, (patch_size, patch_size), color="white", linewidth=0.3, alpha=0.5)
-        if k == 0:
-            _draw_lines(ax, H, W, (win_px, win_px), color="tab:red", linewidth=2.5)
-        else:
-            lab = colours if k == 1 else torch.roll(torch.as_tensor(colours), shifts=(-s, -s), dims=(0, 1)).numpy()
-            ax.imshow(big(lab), cmap=cmap, alpha=0.45, vmin=0, vmax=cmap.N - 1)
-            off = (s_px, s_px) if k == 1 else (0, 0)
-            _draw_lines(ax, H, W, (win_px, win_px), off, color="tab:red", linewidth=2.5)
-            if k == 1:
-                _draw_lines(ax, H, W, (H + 1, W + 1), (0, 0), color="tab:red", linewidth=2.5)
-    fig.suptitle("Swin's windows (Liu et al. 2021, Fig. 2 and 4): red lines are window borders, colours the "
-                 "shifted windows", fontsize=10)
-    fig.tight_layout()
-    return fig
-
-
-def plot_shifted_window_mask(grid_size: int = 8, window_size: int = 4, shift_size: Optional[int] = None):
-    """The rolled region labels of a small grid and the (N x N) mask of each window (black = -100).
-
-    Shapes: one panel for the grid, one per window (nW of them).
-    """
-    import matplotlib.pyplot as plt
-
-    s = window_size // 2 if shift_size is None else shift_size
-    labels = shifted_window_labels(grid_size, window_size, s)  # (H, W)
-    rolled = torch.roll(labels, shifts=(-s, -s), dims=(0, 1))  # (H, W)
-    mask = shifted_window_mask(grid_size, window_size, s)  # (nW, N, N)
-    colours, cmap = _label_colours(rolled)
-    nW = mask.shape[0]
-    fig, axes = plt.subplots(1, nW + 1, figsize=(2.6 * (nW + 1), 2.9))
-    ax = axes[0]
-    ax.imshow(colours, cmap=cmap, vmin=0, vmax=cmap.N - 1)
-    for r in range(grid_size):
-        for c in range(grid_size):
-            ax.text(c, r, str(int(rolled[r, c])), ha="center", va="center", fontsize=6)
-    _draw_lines(ax, grid_size, grid_size, (window_size, window_size), color="tab:red", linewidth=2)
-    ax.set_xticks([])
-    ax.set_yticks([])
-    ax.set_title(f"{grid_size}x{grid_size} grid after roll by -{s}\n(number = shifted window before the roll)",
-                 fontsize=8)
-    for w in range(nW):
-        axes[w + 1].imshow((mask[w] == 0).numpy(), cmap="gray", vmin=0, vmax=1)
-        axes[w + 1].set_title(f"window {w}: {int((mask[w] != 0).sum())} of {mask.shape[1] ** 2} pairs masked",
-                              fontsize=8)
-        axes[w + 1].set_xlabel("key token", fontsize=7)
-        axes[w + 1].set_ylabel("query token", fontsize=7)
-        axes[w + 1].tick_params(labelsize=6)
-    fig.suptitle("shifted-window attention mask: white = may attend (0), black = blocked (-100)", fontsize=10)
-    fig.tight_layout()
-    return fig
-
-
-def plot_window_attention(img: torch.Tensor, model: SwinTransformer, maps: Sequence[torch.Tensor],
-                          query: Tuple[int, int], block_ids: Optional[Sequence[int]] = None):
-    """What one image location attends to in several blocks (mean over heads), drawn on the image.
-
-    Args:
-        img: (C, H, W) the input image.
-        model: the model that produced ``maps`` (for each block's grid, window and shift).
-        maps: one image's maps, ``[m[b] for m in model.get_attention_maps(x)]``, each (nW, h, N, N).
-        query: (row, col) pixel of the query location; each block uses the token covering it.
-        block_ids: which blocks to draw (default: all).
-
-    The red square marks the query's window: a shifted block's window straddles the W-MSA borders.
-    """
-    import matplotlib.pyplot as plt
-    import numpy as np
-    from ..viz import show_image
-
-    blocks = model.blocks()
-    block_ids = list(range(len(blocks))) if block_ids is None else list(block_ids)
-    C, H, W = img.shape
-    fig, axes = plt.subplots(1, len(block_ids) + 1, figsize=(2.3 * (len(block_ids) + 1), 2.7))
-    show_image(axes[0], img, "input + query")
-    axes[0].plot(query[1], query[0], marker="x", color="tab:red", markersize=9, mew=2)
-    for ax, k in zip(axes[1:], block_ids):
-        blk = blocks[k]
-        gh, gw = blk.input_resolution
-        px = H // gh  # pixels per token at this stage
-        q = (query[0] // px, query[1] // px)
-        heat = window_attention_to_grid(maps[k], blk, q).mean(0)  # (gh, gw)
-        heat = heat.repeat_interleave(px, 0).repeat_interleave(px, 1)  # (H, W)
-        show_image(ax, img)
-        ax.imshow(heat.numpy(), cmap="inferno", alpha=0.65)
-        seen = (heat > 1e-12).numpy().astype(float)  # keys behind the mask get exp(-100) ~ 1e-44
-        if 0 < seen.sum() < seen.size:  # outline what the query can attend to (padded: edges too)
-            padded = np.pad(seen, 1)
-            ax.contour(np.arange(-1, W + 1), np.arange(-1, H + 1), padded, levels=[0.5], colors="tab:red",
-                       linewidths=1.5)
-            ax.set_xlim(-0.5, W - 0.5)
-            ax.set_ylim(H - 0.5, -0.5)
-        stage = next(i for i, st in enumerate(model.layers) if any(b is blk for b in st.blocks))
-        kind = "SW-MSA" if blk.shifted else ("W-MSA" if blk.num_windows > 1 else "global")
-        ax.set_title(f"block {k} (stage {stage})\n{kind}, {gh}x{gw} grid", fontsize=8)
-    fig.suptitle(f"attention of the location {tuple(query)} (mean over heads); it never leaves its window", fontsize=10)
-    fig.tight_layout()
-    return fig
-
-
-def plot_relative_position_bias(attn: WindowAttention, title: Optional[str] = None):
-    """The learned table B_hat of Eq. 4 per head, as a (2M - 1) x (2M - 1) image of offsets.
-
-    Pixel (dy, dx) (centre = offset 0) is the bias added to the score of a query and a key that is
-    ``dy`` rows above and ``dx`` columns left of it (query minus key).
-    """
-    import matplotlib.pyplot as plt
-
-    mh, mw = attn.window_size
-    table = attn.relative_position_bias_table.detach().float()  # ((2M_h-1)(2M_w-1), h)
-    img = table.T.reshape(-1, 2 * mh - 1, 2 * mw - 1)  # (h, 2M_h - 1, 2M_w - 1)
-    h = img.shape[0]
-    fig, axes = plt.subplots(1, h, figsize=(2.2 * h, 2.4), squeeze=False)
-    lim = float(img.abs().max()) or 1.0
-    for i, ax in enumerate(axes[0]):
-        im = ax.imshow(img[i].numpy(), cmap="RdBu_r", vmin=-lim, vmax=lim,
-                       extent=(-(mw - 1) - 0.5, mw - 1 + 0.5, mh - 1 + 0.5, -(mh - 1) - 0.5))
-        ax.set_title(f"head {i}", fontsize=8)
-        ax.set_xlabel("dx", fontsize=7)
-        if i == 0:
-            ax.set_ylabel("dy", fontsize=7)
-        ax.tick_params(labelsize=6)
-    fig.colorbar(im, ax=axes[0].tolist(), fraction=0.03)
-    fig.suptitle(title or "relative position bias B_hat (Eq. 4) per head", fontsize=10)
-    return fig
-
-
-# ---------------------------------------------------------------------------------------------
-# Training recipes (registered as "swin" in survey_lib.methods.METHODS)
-# ---------------------------------------------------------------------------------------------
-#: Training recipes of the digits Swin (:data:`SWIN_CONFIGS`) by profile; same loop and
-#: augmentation (random 4-pixel shifts) as the ViT's ``VIT_TRAIN``, except batch 32 for cpu (see above).
-SWIN_TRAIN: Dict[str, dict] = {
-    "smoke": dict(epochs=2, batch_size=128, lr=1e-3, warmup_epochs=0.5),
-    "cpu": dict(epochs=40, batch_size=32, lr=2e-3, warmup_epochs=3, weight_decay=0.05, label_smoothing=0.1),
-    "full": dict(epochs=100, batch_size=128, lr=1e-3, warmup_epochs=5, weight_decay=0.05, label_smoothing=0.1),
-}
-
-
-def swin_train_config(profile: str, **overrides):
-    """The :class:`survey_lib.train.TrainConfig` of the digits Swin for ``profile``, with overrides.
-
-    Raises:
-        ValueError: unknown profile.
-    """
-    from ..train import TrainConfig
-
-    if profile not in SWIN_TRAIN:
-        raise ValueError(f"unknown profile {profile!r}; choose one of {sorted(SWIN_TRAIN)}")
-    return TrainConfig(**{**SWIN_TRAIN[profile], **overrides})
-
-
-def train_swin(profile: str = "cpu", checkpoint: Optional[str] = None, seed: int = 0) -> dict:
-    """Train the digits Swin of ``profile`` (32 px, augmented) and report its test accuracy.
-
-    Returns ``{"model", "history", "test_acc", "seconds", "params"}``.
-    """
-    from ..data import DigitsDataset
-    from ..evaluate import accuracy, count_parameters
-    from ..train import fit, seed_everything
-
-    seed_everything(seed)
-    model = swin_for_profile(profile)
-    train_set, test_set = DigitsDataset(train=True, augment=True), DigitsDataset(train=False)
-    cfg = swin_train_config(profile, seed=seed, checkpoint_path=checkpoint, desc=f"swin [{profile}]")
-    history = fit(model, train_set, test_set, cfg)
-    return {"model": model, "history": history, "test_acc": accuracy(model, test_set), "seconds": history.seconds,
-            "params": count_parameters(model)}
+    dense = block.dense_attention(attn[None])[0]  # (h, N, N)
+    return dense[:, query[0] * W + query[1]].reshape(-1, H, W)  # (h, H, W)

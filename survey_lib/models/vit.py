@@ -13,8 +13,8 @@ loads into timm unchanged; :func:`timm_state_dict` documents the (identity) key 
 ``tests/test_vit.py`` proves equality of logits to 1e-5.
 
 Deviations from the paper (CPU-sized defaults only; the architecture is the paper's):
-    * the presets in :data:`VIT_CONFIGS` are tiny (64-192 wide) for 32 px digits; ViT-B/16 is
-      ``VisionTransformer()`` with the defaults.
+    * the training presets (``survey_lib.recipes.vit``) are tiny (64-192 wide) for small grey
+      images; ViT-B/16 is ``VisionTransformer()`` with the defaults.
     * the classifier head is a single linear layer (the paper uses an MLP with one hidden layer
       during pre-training and a linear layer for fine-tuning).
     * the position embedding is interpolated bicubically for other input sizes (Sec. 3.2,
@@ -22,16 +22,15 @@ Deviations from the paper (CPU-sized defaults only; the architecture is the pape
 """
 from __future__ import annotations
 
-import math
 from typing import Dict, List, Optional, Tuple, Union
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..layers import Block, PatchEmbed, _default_norm, to_2tuple
+from ..layers import AttentionLayout, Block, PatchEmbed, _default_norm, to_2tuple
 
-__all__ = ["VisionTransformer", "resample_pos_embed", "timm_state_dict", "VIT_CONFIGS", "vit_for_profile"]
+__all__ = ["VisionTransformer", "resample_pos_embed", "timm_state_dict", "timm_kwargs"]
 
 
 def resample_pos_embed(
@@ -206,13 +205,15 @@ class VisionTransformer(nn.Module):
 
     # -- attention maps ------------------------------------------------------------------------
     @torch.no_grad()
-    def get_attention_maps(self, x: torch.Tensor) -> List[torch.Tensor]:
+    def get_attention_maps(self, x: torch.Tensor, dense: bool = False) -> List[torch.Tensor]:
         """Post-softmax attention weights of every block, computed on the explicit path.
 
-        No hooks and no global flags: each block is called with ``return_attention=True``.
+        No hooks and no global flags: each block is called with ``return_attention=True``. Global
+        attention is already dense, so ``dense`` (the attention-map contract shared with Swin and
+        NAT, :class:`survey_lib.layers.AttentionLayout`) changes nothing here.
 
-        Shapes: (B, C, H, W) -> list of ``depth`` tensors (B, h, 1 + N, 1 + N); row i holds what
-        token i attends to (index 0 is the CLS token).
+        Shapes: (B, C, H, W) -> list of ``depth`` tensors (B, h, P + N, P + N), P =
+        ``num_prefix_tokens``; row i holds what token i attends to (index 0 is the CLS token).
         """
         x = self.prepare_tokens(x)
         maps = []
@@ -220,6 +221,12 @@ class VisionTransformer(nn.Module):
             x, attn = blk(x, return_attention=True)
             maps.append(attn)
         return maps
+
+    def attention_layout(self, img_size=None) -> List[AttentionLayout]:
+        """One :class:`~survey_lib.layers.AttentionLayout` per block for ``img_size`` (default the
+        model's): one stage, the patch grid, ``num_prefix_tokens`` prefix tokens."""
+        grid = self.patch_embed.grid_size if img_size is None else self.patch_embed.dynamic_grid_size(to_2tuple(img_size))
+        return [AttentionLayout(0, tuple(grid), self.num_prefix_tokens) for _ in self.blocks]
 
     def get_last_selfattention(self, x: torch.Tensor) -> torch.Tensor:
         """The last block's attention (DINO's helper). Shapes: (B, C, H, W) -> (B, h, 1 + N, 1 + N)."""
@@ -251,18 +258,3 @@ def timm_kwargs(model: VisionTransformer) -> dict:
         mlp_ratio=c["mlp_ratio"], qkv_bias=c["qkv_bias"], qk_norm=c["qk_norm"], init_values=c["init_values"],
         class_token=c["class_token"],
     )
-
-
-#: CPU-sized presets for the 32 x 32 digits (1 channel, 10 classes), by profile.
-VIT_CONFIGS: Dict[str, dict] = {
-    "smoke": dict(img_size=32, patch_size=8, in_chans=1, num_classes=10, embed_dim=32, depth=1, num_heads=2, mlp_ratio=2.0),
-    "cpu": dict(img_size=32, patch_size=4, in_chans=1, num_classes=10, embed_dim=64, depth=4, num_heads=4, mlp_ratio=2.0),
-    "full": dict(img_size=32, patch_size=4, in_chans=1, num_classes=10, embed_dim=192, depth=12, num_heads=3, mlp_ratio=4.0),
-}
-
-
-def vit_for_profile(profile: str, **overrides) -> VisionTransformer:
-    """Build the digits ViT preset of a profile (``smoke``, ``cpu`` or ``full``), with overrides."""
-    if profile not in VIT_CONFIGS:
-        raise ValueError(f"unknown profile {profile!r}; choose one of {sorted(VIT_CONFIGS)}")
-    return VisionTransformer(**{**VIT_CONFIGS[profile], **overrides})

@@ -12,9 +12,10 @@ outputs; the first term uses the class token's logits, the distillation term (KL
 y_t) uses the distillation token's logits. A student without that token (a plain ViT) uses the same
 logits in both terms: classical knowledge distillation (Hinton et al. 2015, arXiv:1503.02531).
 
-Reading guide: :class:`DistillationLoss` (both equations), :func:`deit_step` (the ``step_fn`` for
-:func:`survey_lib.train.fit`), :func:`cnn_teacher` (a small timm ResNet for the 32 px digits),
-:func:`teacher_agreement` (how often the student's argmax equals the teacher's).
+Reading guide: :class:`DistillationLoss` (both equations) and :func:`deit_step` (the ``step_fn`` for
+:func:`survey_lib.train.fit`). The teacher is any classifier (``survey_lib.recipes.teacher`` trains a
+small timm ResNet); how often student and teacher agree is measured by
+``survey_lib.evaluate.teacher_agreement``.
 
 The paper prints Eq. 2 as KL(psi(Z_s / tau), psi(Z_t / tau)), student first, but its text ("the KL
 divergence between the softmax of the teacher and the softmax of the student") and DeiT's code
@@ -34,6 +35,7 @@ Deviations from the paper:
     * no Mixup/CutMix/RandAugment/repeated augmentation (DeiT Sec. 6); the digits get random
       1-pixel shifts only (:class:`survey_lib.data.DigitsDataset`).
 """
+
 from __future__ import annotations
 
 from typing import Callable, Dict, Optional, Tuple, Union
@@ -41,29 +43,24 @@ from typing import Callable, Dict, Optional, Tuple, Union
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.utils.data import DataLoader, Dataset
 
-from ..train import StepOutput, TrainConfig
+from ..train import StepOutput
 
-__all__ = [
-    "DISTILLATION_TYPES",
-    "DistillationLoss",
-    "deit_step",
-    "split_outputs",
-    "teacher_predictions",
-    "teacher_agreement",
-    "agreement_eval_fn",
-    "TEACHER_CONFIGS",
-    "cnn_teacher",
-    "TEACHER_TRAIN",
-    "teacher_train_config",
-    "DISTILL_HPARAMS",
-    "train_deit",
-]
+__all__ = ["DISTILLATION_TYPES", "DISTILL_HPARAMS", "split_outputs", "DistillationLoss", "deit_step"]
 
 DISTILLATION_TYPES = ("none", "soft", "hard")
 
+
 Outputs = Union[torch.Tensor, Tuple[torch.Tensor, torch.Tensor]]
+
+
+#: DeiT's hyper-parameters of the distillation term: soft tau = 3, alpha (the paper's lambda) = 0.1
+#: ("the typical values", Sec. 6, after Cho & Hariharan 2019); hard alpha = 1/2 (Eq. 3).
+DISTILL_HPARAMS: Dict[str, dict] = {
+    "none": dict(alpha=0.0, tau=1.0),
+    "soft": dict(alpha=0.1, tau=3.0),
+    "hard": dict(alpha=0.5, tau=1.0),
+}
 
 
 def split_outputs(outputs: Outputs) -> Tuple[torch.Tensor, torch.Tensor]:
@@ -217,156 +214,3 @@ def deit_step(criterion: DistillationLoss) -> Callable[[nn.Module, object], Step
         return StepOutput(parts["loss"], logits, y, metrics)
 
     return step
-
-
-# ---------------------------------------------------------------------------------------------
-# agreement between student and teacher
-# ---------------------------------------------------------------------------------------------
-def _loader(data: Union[Dataset, DataLoader], batch_size: int) -> DataLoader:
-    return data if isinstance(data, DataLoader) else DataLoader(data, batch_size=batch_size, shuffle=False)
-
-
-@torch.no_grad()
-def teacher_predictions(model: nn.Module, data: Union[Dataset, DataLoader], batch_size: int = 256) -> torch.Tensor:
-    """Argmax predictions of ``model`` (eval mode) over ``data``. Shapes: returns (n,) int64."""
-    from ..evaluate import predict
-
-    logits, _ = predict(model, data, batch_size)
-    return logits.argmax(-1)
-
-
-def teacher_agreement(student: nn.Module, teacher: Union[nn.Module, torch.Tensor],
-                      data: Union[Dataset, DataLoader], batch_size: int = 256) -> float:
-    """Fraction of ``data`` on which the student's argmax equals the teacher's (both in eval mode).
-
-    Args:
-        teacher: a model, or its precomputed predictions (n,) from :func:`teacher_predictions`.
-    """
-    t = teacher if isinstance(teacher, torch.Tensor) else teacher_predictions(teacher, data, batch_size)
-    s = teacher_predictions(student, data, batch_size)
-    if s.shape != t.shape:
-        raise ValueError(f"{len(t)} teacher predictions for {len(s)} samples")
-    return float((s == t).float().mean())
-
-
-def agreement_eval_fn(val_set: Dataset, teacher: nn.Module, batch_size: int = 256) -> Callable[[nn.Module], Dict[str, float]]:
-    """An ``eval_fn`` for :func:`survey_lib.train.fit`: ``val_loss``, ``val_acc`` and ``val_agree``.
-
-    The teacher's predictions on ``val_set`` are computed once, here.
-    """
-    from ..evaluate import predict
-
-    t = teacher_predictions(teacher, val_set, batch_size)
-
-    def eval_fn(model: nn.Module) -> Dict[str, float]:
-        logits, labels = predict(model, val_set, batch_size)
-        pred = logits.argmax(-1)
-        return {
-            "val_loss": float(F.cross_entropy(logits, labels)),
-            "val_acc": float((pred == labels).float().mean()),
-            "val_agree": float((pred == t).float().mean()),
-        }
-
-    return eval_fn
-
-
-# ---------------------------------------------------------------------------------------------
-# the CNN teacher and the recipes
-# ---------------------------------------------------------------------------------------------
-#: timm ``resnet10t`` (deep-tiered stem, one BasicBlock per stage, average-pool shortcuts) with
-#: narrow channels for 32 x 32 one-channel digits, by profile. ``cpu``: ~0.32M parameters,
-#: ~5.6 MFLOPs per image.
-TEACHER_CONFIGS: Dict[str, dict] = {
-    "smoke": dict(model_name="resnet10t", channels=(8, 16, 32, 64), stem_width=8),
-    "cpu": dict(model_name="resnet10t", channels=(16, 32, 64, 128), stem_width=16),
-    "full": dict(model_name="resnet10t", channels=(64, 128, 256, 512), stem_width=32),
-}
-
-#: Training recipes of the teacher (``survey_lib.train.TrainConfig`` fields) by profile.
-#: cpu: 100% test accuracy (360/360) after 15 epochs, 26 s with two threads (notebooks/02_deit.ipynb,
-#: run of 2026-12-01).
-TEACHER_TRAIN: Dict[str, dict] = {
-    "smoke": dict(epochs=1, batch_size=128, lr=2e-3, warmup_epochs=0.2),
-    "cpu": dict(epochs=15, batch_size=64, lr=2e-3, warmup_epochs=1, weight_decay=0.05, label_smoothing=0.1),
-    "full": dict(epochs=100, batch_size=128, lr=2e-3, warmup_epochs=5, weight_decay=0.05, label_smoothing=0.1),
-}
-
-#: DeiT's hyper-parameters of the distillation term: soft tau = 3, alpha (the paper's lambda) = 0.1
-#: ("the typical values", Sec. 6, after Cho & Hariharan 2019); hard alpha = 1/2 (Eq. 3).
-DISTILL_HPARAMS: Dict[str, dict] = {
-    "none": dict(alpha=0.0, tau=1.0),
-    "soft": dict(alpha=0.1, tau=3.0),
-    "hard": dict(alpha=0.5, tau=1.0),
-}
-
-
-def cnn_teacher(profile: str = "cpu", in_chans: int = 1, num_classes: int = 10, **overrides) -> nn.Module:
-    """A small timm ResNet (randomly initialised, ``pretrained=False``) to serve as DeiT's teacher.
-
-    Args:
-        profile: key of :data:`TEACHER_CONFIGS`.
-        overrides: replace ``model_name`` or any timm ``ResNet`` argument (``channels``, ``stem_width``, ...).
-
-    Shapes: (B, in_chans, H, W) -> (B, num_classes).
-
-    Raises:
-        ValueError: unknown profile.
-    """
-    import timm
-
-    if profile not in TEACHER_CONFIGS:
-        raise ValueError(f"unknown profile {profile!r}; choose one of {sorted(TEACHER_CONFIGS)}")
-    cfg = {**TEACHER_CONFIGS[profile], **overrides}
-    name = cfg.pop("model_name")
-    return timm.create_model(name, pretrained=False, in_chans=in_chans, num_classes=num_classes, **cfg)
-
-
-def teacher_train_config(profile: str, **overrides) -> TrainConfig:
-    """The :class:`TrainConfig` of the CNN teacher for ``profile``, with overrides."""
-    if profile not in TEACHER_TRAIN:
-        raise ValueError(f"unknown profile {profile!r}; choose one of {sorted(TEACHER_TRAIN)}")
-    return TrainConfig(**{**TEACHER_TRAIN[profile], **overrides})
-
-
-def train_deit(profile: str = "cpu", checkpoint: Optional[str] = None, seed: int = 0,
-               distillation_type: str = "hard") -> dict:
-    """DeiT on the digits: train the CNN teacher, then the distilled ViT with the ViT's recipe.
-
-    The student uses :func:`survey_lib.methods.vit_train_config` unchanged (same epochs, lr and label
-    smoothing as ``survey train vit``), so the two recipes compare directly. With ``checkpoint``,
-    the teacher is checkpointed to ``<checkpoint>.teacher`` and the student to ``checkpoint``.
-
-    Returns:
-        ``model``, ``history`` (the student's), ``test_acc``, ``seconds`` (teacher + student),
-        ``teacher_acc``, ``teacher_seconds``, ``agreement`` (student vs teacher on the
-        test split).
-    """
-    from ..data import DigitsDataset
-    from ..evaluate import accuracy
-    from ..methods import vit_train_config
-    from ..models.deit import deit_for_profile
-    from ..train import fit, seed_everything
-
-    train_set, test_set = DigitsDataset(train=True, augment=True), DigitsDataset(train=False)
-    seed_everything(seed)
-    teacher = cnn_teacher(profile)
-    t_cfg = teacher_train_config(profile, seed=seed, desc=f"teacher [{profile}]",
-                                 checkpoint_path=f"{checkpoint}.teacher" if checkpoint else None)
-    t_hist = fit(teacher, train_set, test_set, t_cfg)
-
-    seed_everything(seed)
-    student = deit_for_profile(profile)
-    criterion = DistillationLoss(nn.CrossEntropyLoss(label_smoothing=0.1), teacher, distillation_type,
-                                 num_classes=student.num_classes, **DISTILL_HPARAMS[distillation_type])
-    cfg = vit_train_config(profile, seed=seed, checkpoint_path=checkpoint, desc=f"deit-{distillation_type} [{profile}]")
-    history = fit(student, train_set, None, cfg, step_fn=deit_step(criterion),
-                  eval_fn=agreement_eval_fn(test_set, teacher))
-    return {
-        "model": student,
-        "history": history,
-        "test_acc": accuracy(student, test_set),
-        "seconds": t_hist.seconds + history.seconds,
-        "teacher_acc": accuracy(teacher, test_set),
-        "teacher_seconds": t_hist.seconds,
-        "agreement": teacher_agreement(student, teacher, test_set),
-    }

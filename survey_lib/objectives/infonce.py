@@ -39,10 +39,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..train import StepOutput
+
 __all__ = [
-    "INIT_LOGIT_SCALE",
     "MAX_LOGIT_SCALE",
-    "scale_from_log",
     "clip_logits",
     "ClipLoss",
     "NTXentLoss",
@@ -50,24 +50,12 @@ __all__ = [
     "clip_step",
     "SimCLR",
     "simclr_step",
+    "duplicate_loss_floor",
 ]
 
-#: ln(1 / 0.07): CLIP's initial logit scale, i.e. temperature tau = 0.07 (CLIP Sec. 2.5).
-INIT_LOGIT_SCALE: float = math.log(1.0 / 0.07)
-#: ln(100): the logit scale is clipped so the multiplier exp(logit_scale) never exceeds 100.
+#: ln(100): the stored logit scale is clamped to [0, ln 100] before each step (CLIP Sec. 2.5; the
+#: model's own forward caps the multiplier at the same value, ``survey_lib.models.clip.MAX_LOGIT_SCALE``).
 MAX_LOGIT_SCALE: float = math.log(100.0)
-
-
-def scale_from_log(logit_scale: torch.Tensor, max_logit_scale: float = MAX_LOGIT_SCALE) -> torch.Tensor:
-    """The multiplier ``exp(min(logit_scale, ln 100))`` = 1 / tau, computed once per forward pass.
-
-    CLIP learns the temperature as a log so that it stays positive and its gradient is well scaled;
-    the clamp keeps the logits from growing without bound ("to prevent training instability",
-    CLIP Sec. 2.5). Above the cap the gradient to ``logit_scale`` is zero.
-
-    Shapes: scalar -> scalar.
-    """
-    return logit_scale.clamp(max=max_logit_scale).exp()
 
 
 def _check_pair(a: torch.Tensor, b: torch.Tensor, names: Tuple[str, str]) -> None:
@@ -242,11 +230,9 @@ def clip_step(loss_fn: Optional[nn.Module] = None, max_logit_scale: float = MAX_
         ``step(model, batch) -> StepOutput(loss, metrics={"loss_i2t", "loss_t2i", "inv_tau"})``,
         where ``inv_tau`` is the multiplier 1/tau = exp(logit_scale).
     """
-    from ..train import StepOutput
-
     loss_fn = loss_fn if loss_fn is not None else ClipLoss()
 
-    def step(model: nn.Module, batch) -> "StepOutput":
+    def step(model: nn.Module, batch) -> StepOutput:
         images, tokens = batch[0], batch[1]
         log_scale = getattr(model, "logit_scale", None)
         if isinstance(log_scale, torch.Tensor) and log_scale.requires_grad:
@@ -300,11 +286,9 @@ def simclr_step(loss_fn: Optional[nn.Module] = None):
     """A ``step_fn`` for :func:`survey_lib.train.fit`: batches ``((view_a, view_b), labels)``, both
     views through the model in one forward pass (so BatchNorm sees all 2N views), NT-Xent on z.
     Labels are ignored (self-supervised)."""
-    from ..train import StepOutput
-
     loss_fn = loss_fn if loss_fn is not None else NTXentLoss()
 
-    def step(model: nn.Module, batch) -> "StepOutput":
+    def step(model: nn.Module, batch) -> StepOutput:
         (view_a, view_b), _ = batch
         N = view_a.shape[0]
         z = model(torch.cat([view_a, view_b], dim=0))  # (2N, proj_dim)
@@ -312,3 +296,17 @@ def simclr_step(loss_fn: Optional[nn.Module] = None):
         return StepOutput(loss_fn(z_a, z_b))
 
     return step
+
+
+def duplicate_loss_floor(labels: torch.Tensor) -> float:
+    """The smallest CLIP loss a batch with these class labels allows when captions carry only the class.
+
+    If image i has ``m_i`` captions of its class in the batch (its own included), no model can
+    tell which of them is its own, so each direction costs at least ``ln m_i``: the floor is
+    ``mean_i ln m_i``. With 10 balanced classes and B = 64 it is about 1.8 (a loss of 0 would need
+    unique captions).
+
+    Shapes: labels (B,) -> float.
+    """
+    counts = torch.bincount(labels)[labels].float()  # (B,) m_i
+    return float(counts.log().mean())

@@ -1,9 +1,9 @@
-"""Masked autoencoding: per-sample random masking, the masked-patch loss, the training step and recipe.
+"""Masked autoencoding's objective: the masked-patch loss, its baselines and the training step.
 
 He et al. 2022, "Masked Autoencoders Are Scalable Vision Learners", CVPR 2022, arXiv:2111.06377.
 
     Sec. 3 "Masking"         a random subset of patches is removed, uniformly and independently per
-                             sample (no replacement) -> :func:`random_masking`
+                             sample (no replacement) -> ``survey_lib.models.mae.random_masking``
     Sec. 3 "MAE encoder"     the encoder sees the visible patches only (mask tokens are not fed to
                              it) -> ``survey_lib.models.mae.MaskedAutoencoderViT.forward_encoder``
     Sec. 3 "Reconstruction   the decoder predicts the pixels of every patch; the loss is the mean
@@ -11,7 +11,7 @@ He et al. 2022, "Masked Autoencoders Are Scalable Vision Learners", CVPR 2022, a
                              per-patch normalised pixels (``norm_pix_loss``) -> :func:`patch_targets`,
                              :func:`masked_mse`, :class:`MAELoss`
     Sec. 3 "Simple           shuffle the tokens by random noise, keep the first ones, unshuffle
-    implementation"          after the encoder; no sparse operations needed -> :func:`random_masking`
+    implementation"          after the encoder; no sparse operations needed -> ``survey_lib.models.mae``
 
 The loss, written out (``M`` the set of removed patches of a batch, ``x_j`` a target patch vector
 of ``L = P * P * C`` pixels in :func:`survey_lib.layers.patchify` order, ``x_hat_j`` its prediction):
@@ -22,125 +22,29 @@ i.e. the per-pixel MSE averaged over the masked patches of the whole batch (MAE'
 averages over pixels first, then over masked patches). The survey S3's Eq. 6 writes the same sum
 without the ``1 / L``: a constant factor, so the minimiser is the same.
 
-Deviations from the paper:
-    * the number of visible patches is ``round(N * (1 - mask_ratio))`` with halves rounded up
-      (:func:`num_visible`); MAE's code truncates with ``int(...)``, which gives the same count for
-      ViT-B/16 at 75% (196 -> 49) but loses a patch to floating-point error in cases such as
-      ``N=10, mask_ratio=0.9`` (``10 * (1 - 0.9) = 0.9999999999999998``).
-    * a ratio that keeps every patch visible (nothing to reconstruct) is an error here; MAE's code
-      would divide 0 by 0.
-    * CPU-sized recipes (:data:`MAE_TRAIN`): 32 px digits with random 1-pixel shifts instead of
-      ImageNet with random resized crops; 40 epochs (``cpu``) instead of 800-1600, batch 64 instead
-      of 4096, a fixed learning rate instead of the paper's ``base_lr * batch / 256`` rule.
+Deviation from the paper: MAE's visualisation maps normalised predictions back with each target
+patch's own mean and variance; :func:`reconstruct` does the same, so with ``norm_pix_loss`` the
+brightness and contrast of removed patches are given away in the figures (only the shape is predicted).
 """
 from __future__ import annotations
 
-import math
-from typing import Dict, Optional, Sequence, Tuple
+from typing import Dict, Optional
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from ..layers import patchify
-from ..train import StepOutput, TrainConfig
+from ..layers import patchify, unpatchify
+from ..train import StepOutput
 
 __all__ = [
-    "num_visible",
-    "random_masking",
     "patch_targets",
     "masked_mse",
     "MAELoss",
     "mean_patch_baseline",
     "average_patch_baseline",
     "mae_step",
-    "MAE_TRAIN",
-    "mae_train_config",
-    "train_mae",
-    "plot_masking",
-    "plot_reconstructions",
+    "reconstruct",
 ]
-
-
-# ---------------------------------------------------------------------------------------------
-# Masking (Sec. 3 "Masking" and "Simple implementation")
-# ---------------------------------------------------------------------------------------------
-def num_visible(num_patches: int, mask_ratio: float) -> int:
-    """How many of ``num_patches`` patches stay visible: ``round(N * (1 - mask_ratio))``, halves up.
-
-    Rounding rule: the nearest integer, with an exact half rounded up (``floor(v + 0.5)``), so
-    ``N=64, mask_ratio=0.75 -> 16`` and ``N=6, mask_ratio=0.25 -> 5`` (4.5 rounds up).
-
-    Raises:
-        ValueError: if ``mask_ratio`` is not strictly between 0 and 1, or the count leaves no visible
-            patch (nothing for the encoder to see) or no masked patch (nothing to reconstruct).
-    """
-    ratio = float(mask_ratio)
-    if not 0.0 < ratio < 1.0:  # also rejects NaN
-        raise ValueError(
-            f"mask_ratio must be strictly between 0 and 1 (the fraction of patches removed), got {mask_ratio}; "
-            f"MAE uses 0.75"
-        )
-    keep = int(math.floor(num_patches * (1.0 - ratio) + 0.5))
-    if keep < 1:
-        raise ValueError(
-            f"mask_ratio {mask_ratio} leaves no visible patch out of N={num_patches} "
-            f"(round({num_patches} * {1 - ratio:.3g}) = 0); use mask_ratio <= {1 - 0.5 / num_patches:.3f} "
-            f"or a smaller patch_size"
-        )
-    if keep >= num_patches:
-        raise ValueError(
-            f"mask_ratio {mask_ratio} masks no patch out of N={num_patches} "
-            f"(round({num_patches} * {1 - ratio:.3g}) = {keep}), so there is nothing to reconstruct; "
-            f"use mask_ratio >= {0.5 / num_patches:.3f}"
-        )
-    return keep
-
-
-def random_masking(
-    x: torch.Tensor, mask_ratio: float, generator: Optional[torch.Generator] = None
-) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Keep a random subset of tokens per sample, by sorting uniform noise (MAE Sec. 3).
-
-    Each sample draws N uniform numbers; ``argsort`` turns them into a random permutation
-    ``ids_shuffle`` (a uniform random shuffle, independent per sample); the first ``N_vis`` indices
-    of that permutation are kept. ``ids_restore = argsort(ids_shuffle)`` is the inverse permutation:
-    ``shuffled.gather(1, ids_restore) == original`` for any tensor ordered like ``ids_shuffle``, which
-    is how the decoder puts visible tokens and mask tokens back in grid order.
-
-    Args:
-        x: tokens (patch embeddings with their position embedding already added).
-        mask_ratio: fraction of tokens removed, strictly between 0 and 1.
-        generator: optional ``torch.Generator`` for reproducible masks.
-
-    Shapes:
-        x: (B, N, D).
-        returns x_visible (B, N_vis, D) with ``N_vis = num_visible(N, mask_ratio)``, in the order of
-        ``ids_keep``; mask (B, N) float, 1 = removed, 0 = kept, in grid order; ids_restore (B, N)
-        long; ids_keep (B, N_vis) long, the grid indices of the visible tokens.
-
-    Raises:
-        ValueError: see :func:`num_visible`; or ``x`` is not 3-D.
-
-    Source: He et al. 2022, arXiv:2111.06377, Sec. 3 "Simple implementation".
-    """
-    if x.ndim != 3:
-        raise ValueError(f"random_masking expects tokens (B, N, D), got shape {tuple(x.shape)}")
-    B, N, D = x.shape
-    keep = num_visible(N, mask_ratio)
-    if generator is None:
-        noise = torch.rand(B, N, device=x.device)  # (B, N) uniform in [0, 1)
-    else:
-        noise = torch.rand(B, N, generator=generator, device=generator.device).to(x.device)  # (B, N)
-    ids_shuffle = noise.argsort(dim=1)  # (B, N): a random permutation per sample; small noise = kept
-    ids_restore = ids_shuffle.argsort(dim=1)  # (B, N): the inverse permutation
-    ids_keep = ids_shuffle[:, :keep]  # (B, N_vis)
-    x_visible = x.gather(1, ids_keep.unsqueeze(-1).expand(-1, -1, D))  # (B, N_vis, D)
-    # Mask in shuffled order is [0]*keep + [1]*(N-keep); unshuffle it to grid order.
-    mask = torch.ones(B, N, device=x.device, dtype=x.dtype)
-    mask[:, :keep] = 0
-    mask = mask.gather(1, ids_restore)  # (B, N), 1 = removed
-    return x_visible, mask, ids_restore, ids_keep
 
 
 # ---------------------------------------------------------------------------------------------
@@ -253,7 +157,9 @@ def average_patch_baseline(imgs: torch.Tensor, mask: torch.Tensor, patch_size: i
 def mae_step(mask_ratio: Optional[float] = None):
     """A ``step_fn`` for :func:`survey_lib.train.fit`: ``(model, (imgs, labels)) -> StepOutput``.
 
-    Labels are ignored (self-supervised). The model's own ``mask_ratio`` is used unless one is given.
+    Labels are ignored (self-supervised). The model (an MAE: ``model(imgs, mask_ratio) -> (pred,
+    mask)``, with ``patch_size`` and ``norm_pix_loss`` attributes) predicts every patch; the loss is
+    :class:`MAELoss` on the removed ones. The model's own ``mask_ratio`` is used unless one is given.
     ``metrics`` logs the fraction of removed patches as a sanity check.
 
     Shapes: batch ``(imgs (B, C, H, W), labels (B,))`` or ``imgs`` alone -> StepOutput with a scalar loss.
@@ -261,157 +167,49 @@ def mae_step(mask_ratio: Optional[float] = None):
 
     def step(model: nn.Module, batch) -> StepOutput:
         imgs = batch[0] if isinstance(batch, (tuple, list)) else batch
-        loss, _, mask = model(imgs, mask_ratio)
+        pred, mask = model(imgs, mask_ratio)
+        loss = MAELoss(model.patch_size[0], model.norm_pix_loss)(imgs, pred, mask)
         return StepOutput(loss, metrics={"masked_fraction": float(mask.mean())})
 
     return step
 
 
-#: CPU-sized training recipes for the digits MAE (``survey_lib.models.mae.MAE_CONFIGS``) by profile.
-#: AdamW with betas (0.9, 0.95) and weight decay 0.05 as in MAE's pre-training (Table 8), with a
-#: higher learning rate for the tiny model.
-#:
-#: Cost of the ``cpu`` preset: 40 epochs at batch 64 (920 optimiser steps) took 154 s (norm-pix) and
-#: 159 s (pixel loss) on one thread with another job on the second core (notebook 06's cpu run of
-#: 2026-12-01, which trains both); the decoder runs on all 65 tokens, the encoder on 17.
-MAE_TRAIN: Dict[str, dict] = {
-    "smoke": dict(epochs=2, batch_size=128, lr=1.5e-3, warmup_epochs=0.5, betas=(0.9, 0.95), weight_decay=0.05),
-    "cpu": dict(epochs=40, batch_size=64, lr=1.5e-3, warmup_epochs=3, betas=(0.9, 0.95), weight_decay=0.05),
-    "full": dict(epochs=400, batch_size=128, lr=1.5e-3, warmup_epochs=20, betas=(0.9, 0.95), weight_decay=0.05),
-}
+@torch.no_grad()
+def reconstruct(model: nn.Module, imgs: torch.Tensor, mask_ratio: Optional[float] = None,
+                generator: Optional[torch.Generator] = None, eps: float = 1e-6) -> Dict[str, torch.Tensor]:
+    """An MAE's predicted images for display, in the input's pixel space, and its loss.
 
+    With the model's ``norm_pix_loss`` it predicts normalised patches; they are mapped back with the
+    *true* mean and standard deviation of each target patch (as MAE's visualisation does), so the
+    brightness and contrast of removed patches are given away: only the shape is predicted.
 
-def mae_train_config(profile: str, **overrides) -> TrainConfig:
-    """The :class:`~survey_lib.train.TrainConfig` of the digits MAE for ``profile``, with overrides.
-
-    Raises:
-        ValueError: unknown profile.
-    """
-    if profile not in MAE_TRAIN:
-        raise ValueError(f"unknown profile {profile!r}; choose one of {sorted(MAE_TRAIN)}")
-    return TrainConfig(**{**MAE_TRAIN[profile], **overrides})
-
-
-def train_mae(profile: str = "cpu", checkpoint: Optional[str] = None, seed: int = 0, **model_overrides) -> dict:
-    """Pre-train the digits MAE of ``profile`` and probe its frozen encoder.
-
-    ``test_acc`` is the accuracy of a linear probe (logistic regression) on the encoder's mean-pooled
-    features of the full, unmasked test images; ``knn_acc`` the weighted k-NN (k = 20).
+    Args:
+        model: an MAE (``model(imgs, mask_ratio, generator) -> (pred, mask)``, with ``patch_size``,
+            ``grid_size`` and ``norm_pix_loss``), run in eval mode.
 
     Returns:
-        ``{"model", "history", "test_acc", "knn_acc", "final_loss", "seconds"}``.
+        ``{"mask" (B, N), "masked" (B, C, H, W) with removed patches NaN, "pred" (B, C, H, W) the
+        raw prediction of every patch, "pasted" (B, C, H, W) visible patches from the input and
+        removed ones from the prediction, "loss" ()}``.
     """
-    from ..data import DigitsDataset
-    from ..evaluate import extract_features, knn_classify, linear_probe
-    from ..models.mae import mae_for_profile
-    from ..train import fit, seed_everything
-
-    seed_everything(seed)
-    model = mae_for_profile(profile, **model_overrides)
-    train_aug = DigitsDataset(train=True, augment=True)
-    cfg = mae_train_config(profile, seed=seed, checkpoint_path=checkpoint, desc=f"mae [{profile}]")
-    history = fit(model, train_aug, config=cfg, step_fn=mae_step())
-    f_tr, y_tr = extract_features(model.embed, DigitsDataset(train=True))
-    f_te, y_te = extract_features(model.embed, DigitsDataset(train=False))
+    was_training = model.training
+    model.eval()
+    pred, mask = model(imgs, mask_ratio, generator)  # pred (B, N, L)
+    model.train(was_training)
+    P = model.patch_size[0]
+    loss = MAELoss(P, model.norm_pix_loss, eps)(imgs, pred, mask)
+    target = patch_targets(imgs, P)  # (B, N, L)
+    if model.norm_pix_loss:
+        mean = target.mean(dim=-1, keepdim=True)  # (B, N, 1)
+        std = (target.var(dim=-1, keepdim=True) + eps).sqrt()  # (B, N, 1)
+        pred = pred * std + mean
+    m = mask.unsqueeze(-1)  # (B, N, 1)
+    C = imgs.shape[1]
+    to_img = lambda p: unpatchify(p, P, model.grid_size, C)  # noqa: E731  (B, N, L) -> (B, C, H, W)
     return {
-        "model": model,
-        "history": history,
-        "test_acc": linear_probe(f_tr, y_tr, f_te, y_te),
-        "knn_acc": knn_classify(f_tr, y_tr, f_te, y_te),
-        "final_loss": history.last.get("train_loss", float("nan")),
-        "seconds": history.seconds,
+        "mask": mask,
+        "masked": to_img(target.masked_fill(m.bool(), float("nan"))),
+        "pred": to_img(pred),
+        "pasted": to_img(target * (1 - m) + pred * m),
+        "loss": loss,
     }
-
-
-# ---------------------------------------------------------------------------------------------
-# Figures
-# ---------------------------------------------------------------------------------------------
-def _masked_view(imgs: torch.Tensor, mask: torch.Tensor, patch_size: int, fill: float = float("nan")) -> torch.Tensor:
-    """Images with removed patches set to ``fill`` (NaN draws as the axes' background)."""
-    from ..layers import unpatchify
-
-    B, C, H, W = imgs.shape
-    patches = patchify(imgs, patch_size)  # (B, N, L)
-    patches = patches.masked_fill(mask.bool().unsqueeze(-1), fill)
-    return unpatchify(patches, patch_size, (H // patch_size, W // patch_size), C)  # (B, C, H, W)
-
-
-def _imshow(ax, img: torch.Tensor, vmin: float = 0.0, vmax: float = 1.0, title: Optional[str] = None) -> None:
-    import numpy as np
-
-    arr = img.detach().float().cpu()
-    arr = arr[0].numpy() if arr.shape[0] == 1 else arr.permute(1, 2, 0).numpy()
-    if arr.ndim == 3:
-        arr = np.clip(arr, vmin, vmax)
-        arr = np.where(np.isnan(arr), 0.85, arr)  # removed patches drawn light grey
-    ax.imshow(arr, cmap="gray" if arr.ndim == 2 else None, vmin=vmin, vmax=vmax)
-    ax.set_facecolor((0.85, 0.85, 0.85))
-    ax.set_xticks([])
-    ax.set_yticks([])
-    if title:
-        ax.set_title(title, fontsize=8)
-
-
-def plot_masking(img: torch.Tensor, mask: torch.Tensor, ids_keep: torch.Tensor, patch_size: int,
-                 vmin: float = 0.0, vmax: float = 1.0):
-    """Three panels: patches numbered in ``patchify`` (row-major) order, the removed patches greyed,
-    and the visible patches in the order the encoder receives them (``ids_keep``).
-
-    Shapes: img (C, H, W) in [vmin, vmax]; mask (N,); ids_keep (N_vis,). Returns a Figure.
-    """
-    import matplotlib.pyplot as plt
-
-    C, H, W = img.shape
-    gw = W // patch_size
-    N = (H // patch_size) * gw
-    fig, axes = plt.subplots(1, 3, figsize=(10.5, 3.6), gridspec_kw=dict(width_ratios=[1, 1, 1.35]))
-    _imshow(axes[0], img, vmin, vmax, f"patch order: n = i * {gw} + j")
-    _imshow(axes[1], _masked_view(img[None], mask[None], patch_size)[0], vmin, vmax,
-            f"{int(mask.sum())} of {N} removed ({mask.mean():.0%})")
-    fs = max(4, 48 // gw)
-    for n in range(N):
-        i, j = divmod(n, gw)
-        y, x = i * patch_size + patch_size / 2 - 0.5, j * patch_size + patch_size / 2 - 0.5
-        axes[0].text(x, y, str(n), color="tab:red", fontsize=fs, ha="center", va="center")
-        if mask[n] == 0:
-            axes[1].text(x, y, str(n), color="tab:red", fontsize=fs, ha="center", va="center")
-    for ax in axes[:2]:
-        ax.set_xticks([v - 0.5 for v in range(0, W + 1, patch_size)], minor=True)
-        ax.set_yticks([v - 0.5 for v in range(0, H + 1, patch_size)], minor=True)
-        ax.grid(which="minor", color="tab:blue", linewidth=0.5)
-        ax.tick_params(which="minor", length=0)
-    # The encoder's input: the visible patches as a short sequence.
-    vis = patchify(img[None], patch_size)[0, ids_keep]  # (N_vis, L)
-    k = len(ids_keep)
-    cols = min(k, 8)
-    rows = math.ceil(k / cols)
-    axes[2].set_axis_off()
-    axes[2].set_title(f"encoder input: {k} visible patches, in ids_keep order", fontsize=8)
-    for t in range(k):
-        r, c = divmod(t, cols)
-        inset = axes[2].inset_axes([c / cols + 0.01, 1 - (r + 1) / rows + 0.08 / rows, 0.9 / cols, 0.75 / rows])
-        patch = vis[t].reshape(patch_size, patch_size, C).permute(2, 0, 1)  # (C, P, P)
-        _imshow(inset, patch, vmin, vmax)
-        inset.set_title(str(int(ids_keep[t])), fontsize=6, pad=1)
-    fig.tight_layout()
-    return fig
-
-
-def plot_reconstructions(rows: Sequence[Tuple[str, torch.Tensor]], vmin: float = 0.0, vmax: float = 1.0,
-                         col_titles: Optional[Sequence[str]] = None, title: Optional[str] = None, scale: float = 1.1):
-    """A grid of images: one row per ``(label, images (B, C, H, W))`` pair, one column per image.
-
-    Removed patches given as NaN draw light grey. Returns a Figure.
-    """
-    import matplotlib.pyplot as plt
-
-    n_rows, n_cols = len(rows), rows[0][1].shape[0]
-    fig, axes = plt.subplots(n_rows, n_cols, figsize=(scale * n_cols + 0.8, scale * n_rows + 0.3), squeeze=False)
-    for r, (label, imgs) in enumerate(rows):
-        for c in range(n_cols):
-            _imshow(axes[r, c], imgs[c], vmin, vmax, col_titles[c] if (col_titles and r == 0) else None)
-        axes[r, 0].set_ylabel(label, fontsize=8, rotation=0, ha="right", va="center")
-    if title:
-        fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
-    return fig

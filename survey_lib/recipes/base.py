@@ -1,0 +1,279 @@
+"""The one path every method is trained by: seed -> data -> build -> ``fit`` -> evaluate.
+
+A :class:`Recipe` is a method's per-profile configuration plus the few functions that differ between
+methods (which data, which model, which training step, which final metrics). :meth:`Recipe.run` is
+the path, written once: resolve the configuration, load the data, prepare what the model needs
+(e.g. DeiT's teacher), seed, build the model, :func:`survey_lib.train.fit` it (checkpointed and
+resumable), evaluate it. Every recipe has the same signature and returns a :class:`RecipeResult`.
+
+Recipes register themselves (:func:`register`) when their module is imported; ``survey train
+--list`` and ``survey train <name>`` read the registry, and a recipe defined outside the package
+(a test, a notebook, a user's script) registers the same way.
+
+Configurations are nested dicts, one per profile (``smoke``, ``cpu``, ``full``), with at least a
+``train`` section of :class:`survey_lib.train.TrainConfig` fields; the other sections are the
+recipe's own (``model``, ``crops``, ``head``, ...). Overrides are merged section by section
+(:func:`merge_config`), so ``overrides={"train": {"epochs": 5}}`` changes one field.
+"""
+from __future__ import annotations
+
+import copy
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Dict, List, Mapping, Optional, Union
+
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+
+from ..train import History, TrainConfig, fit, seed_everything
+
+__all__ = [
+    "PROFILES",
+    "RecipeData",
+    "RunContext",
+    "RecipeResult",
+    "Recipe",
+    "UnknownRecipeError",
+    "merge_config",
+    "profile_config",
+    "register",
+    "get_recipe",
+    "list_recipes",
+    "run_recipe",
+]
+
+PROFILES = ("smoke", "cpu", "full")
+
+
+class UnknownRecipeError(ValueError):
+    """No recipe of that name is registered; the message lists the registered ones."""
+
+
+@dataclass
+class RecipeData:
+    """What a recipe trains and evaluates on.
+
+    Attributes:
+        train: a Dataset (batched and shuffled by ``fit``) or a ready DataLoader.
+        val: evaluated after every epoch by ``fit``'s default evaluation (loss and accuracy), when the
+            recipe has no ``eval_fn`` of its own.
+        test: the split the final metrics are computed on.
+        extras: anything else the recipe's functions share (probe sets, a tokenizer, the teacher).
+    """
+
+    train: Union[Dataset, DataLoader]
+    val: Optional[Dataset] = None
+    test: Optional[Dataset] = None
+    extras: Dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class RunContext:
+    """The arguments of one :meth:`Recipe.run`, for a recipe's ``prepare`` step (e.g. to train a
+    teacher with the same profile, seed and checkpoint folder)."""
+
+    profile: str
+    seed: int
+    checkpoint: Optional[str]
+    resume: bool
+    progress: Optional[bool]
+
+
+@dataclass
+class RecipeResult:
+    """What every recipe returns.
+
+    Attributes:
+        recipe, profile, seed: what was run.  config: the resolved configuration.
+        model: the trained model (eval mode).  history: its :class:`~survey_lib.train.History`.
+        metrics: the final numbers (accuracies as fractions in [0, 1]).
+        extras: other products (e.g. DeiT's ``teacher``), and ``prepare_seconds``.
+
+    ``result["test_acc"]`` reads a metric (then ``model``, ``history``, ``seconds``, an extra), so
+    notebooks can treat the result like the dicts they print.
+    """
+
+    recipe: str
+    profile: str
+    seed: int
+    config: Dict[str, Any]
+    model: nn.Module
+    history: History
+    metrics: Dict[str, float]
+    extras: Dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def seconds(self) -> float:
+        """Training wall time in seconds: the run's epochs plus what ``prepare`` trained (a teacher)."""
+        return self.history.seconds + float(self.extras.get("prepare_seconds", 0.0))
+
+    def __getitem__(self, key: str) -> Any:
+        if key in self.metrics:
+            return self.metrics[key]
+        if key in ("model", "history", "seconds", "config"):
+            return getattr(self, key)
+        if key in self.extras:
+            return self.extras[key]
+        raise KeyError(f"{key!r}: the result of {self.recipe} has metrics {sorted(self.metrics)} "
+                       f"and extras {sorted(self.extras)}")
+
+    def summary(self) -> Dict[str, Any]:
+        """A printable dict: recipe, profile, seed, the metrics and the seconds."""
+        return {"recipe": self.recipe, "profile": self.profile, "seed": self.seed, **self.metrics,
+                "seconds": round(self.seconds, 1)}
+
+
+def merge_config(base: Mapping[str, Any], overrides: Optional[Mapping[str, Any]]) -> Dict[str, Any]:
+    """``base`` with ``overrides`` merged into it: nested dicts key by key, anything else replaced.
+
+    Raises:
+        KeyError: an override names a key the configuration does not have (a typo would otherwise
+            be silently ignored); the message lists the keys that exist.
+    """
+    out = copy.deepcopy(dict(base))
+    for key, value in (overrides or {}).items():
+        if key not in out:
+            raise KeyError(f"unknown configuration key {key!r}; the configuration has {sorted(out)}")
+        if isinstance(out[key], dict) and isinstance(value, Mapping):
+            out[key] = merge_config(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def profile_config(configs: Mapping[str, Any], profile: str, what: str = "recipe") -> Any:
+    """``configs[profile]`` (deep-copied).
+
+    Raises:
+        ValueError: an unknown profile; the message lists the profiles.
+    """
+    if profile not in configs:
+        raise ValueError(f"unknown profile {profile!r} for {what}; choose one of {sorted(configs)}")
+    return copy.deepcopy(configs[profile])
+
+
+Config = Dict[str, Any]
+
+
+@dataclass
+class Recipe:
+    """A method's training recipe: per-profile configurations and the functions that differ.
+
+    Attributes:
+        name: the registry key (``survey train <name>``).  summary: one line for ``--list``.
+        configs: ``{profile: config}``; each config has a ``train`` section (TrainConfig fields) and
+            optionally ``eval_every`` (``"end"``: only after the last epoch).
+        data: ``(config, seed) -> RecipeData``; must not draw from the global random generators
+            (loaders get their own seeded generator), so that seeding before the model is enough.
+        build: ``(config, data) -> nn.Module``, called right after ``seed_everything(seed)``.
+        evaluate: ``(model, data, config, history) -> {metric: float}``, the final numbers.
+        step: ``(config, data, model) -> step_fn`` for ``fit`` (default: cross-entropy).
+        eval_fn: ``(config, data) -> eval_fn`` run by ``fit`` every ``eval_every`` epochs (default:
+            ``fit``'s loss and accuracy on ``data.val``).
+        prepare: ``(config, data, RunContext) -> None``, run before seeding (e.g. train DeiT's
+            teacher into ``data.extras``); may set ``data.extras["prepare_seconds"]``.
+        version: bump when the recipe's code changes what it trains.
+    """
+
+    name: str
+    summary: str
+    configs: Mapping[str, Config]
+    data: Callable[[Config, int], RecipeData]
+    build: Callable[[Config, RecipeData], nn.Module]
+    evaluate: Callable[[nn.Module, RecipeData, Config, History], Dict[str, float]]
+    step: Optional[Callable[[Config, RecipeData, nn.Module], Callable]] = None
+    eval_fn: Optional[Callable[[Config, RecipeData], Callable]] = None
+    prepare: Optional[Callable[[Config, RecipeData, RunContext], None]] = None
+    version: str = "1"
+
+    def config(self, profile: str, overrides: Optional[Mapping[str, Any]] = None) -> Config:
+        """The configuration of ``profile`` with ``overrides`` merged in (see :func:`merge_config`).
+
+        Raises:
+            ValueError: an unknown profile.  KeyError: an override of a key that does not exist.
+        """
+        return merge_config(profile_config(self.configs, profile, f"recipe {self.name!r}"), overrides)
+
+    def train_config(self, cfg: Config, seed: int, profile: str, checkpoint: Optional[str] = None,
+                     resume: bool = True, progress: Optional[bool] = None, desc: Optional[str] = None) -> TrainConfig:
+        """The :class:`~survey_lib.train.TrainConfig` of a resolved configuration."""
+        kwargs = dict(cfg["train"])
+        every = cfg.get("eval_every")
+        if every is not None:
+            kwargs["eval_every"] = kwargs["epochs"] if every == "end" else int(every)
+        return TrainConfig(**kwargs, seed=seed, checkpoint_path=checkpoint, resume=resume, progress=progress,
+                           desc=desc or f"{self.name} [{profile}]")
+
+    def run(self, profile: str = "cpu", seed: int = 0, checkpoint: Optional[str] = None, resume: bool = True,
+            overrides: Optional[Mapping[str, Any]] = None, progress: Optional[bool] = None,
+            desc: Optional[str] = None) -> RecipeResult:
+        """Train and evaluate the method: seed -> data -> build -> fit -> evaluate.
+
+        Args:
+            profile: ``smoke``, ``cpu`` or ``full``.  seed: seeds the model, the data order and the
+                augmentation.  checkpoint: a path; training writes it every epoch and resumes from
+                it when it exists (``resume=False`` starts over).  overrides: merged into the
+                configuration.  progress: show the progress bar (None: unless ``SURVEY_PROGRESS=0``).
+                desc: its label (default ``"<name> [<profile>]"``).
+
+        Raises:
+            ValueError: an unknown profile, or a bad configuration value.  KeyError: an override of a
+                key that does not exist.
+        """
+        cfg = self.config(profile, overrides)
+        data = self.data(cfg, seed)
+        if self.prepare is not None:
+            self.prepare(cfg, data, RunContext(profile, seed, checkpoint, resume, progress))
+        seed_everything(seed)
+        model = self.build(cfg, data)
+        step_fn = self.step(cfg, data, model) if self.step is not None else None
+        eval_fn = self.eval_fn(cfg, data) if self.eval_fn is not None else None
+        tc = self.train_config(cfg, seed, profile, checkpoint, resume, progress, desc)
+        history = fit(model, data.train, data.val if eval_fn is None else None, tc, step_fn=step_fn, eval_fn=eval_fn)
+        t0 = time.perf_counter()
+        metrics = dict(self.evaluate(model, data, cfg, history))
+        extras = dict(data.extras, evaluate_seconds=time.perf_counter() - t0)
+        return RecipeResult(self.name, profile, seed, cfg, model, history, metrics, extras)
+
+
+_REGISTRY: Dict[str, Recipe] = {}
+
+
+def register(recipe: Recipe, replace: bool = False) -> Recipe:
+    """Add ``recipe`` to the registry (``survey train <name>``) and return it.
+
+    Raises:
+        ValueError: a recipe of that name is already registered (pass ``replace=True`` to replace it),
+            or its configurations lack a ``train`` section or a profile.
+    """
+    if recipe.name in _REGISTRY and not replace and _REGISTRY[recipe.name] is not recipe:
+        raise ValueError(f"a recipe named {recipe.name!r} is already registered; pick another name or pass replace=True")
+    missing = [p for p in PROFILES if p not in recipe.configs]
+    if missing:
+        raise ValueError(f"recipe {recipe.name!r} has no configuration for profile(s) {missing}")
+    no_train = [p for p, c in recipe.configs.items() if "train" not in c]
+    if no_train:
+        raise ValueError(f"recipe {recipe.name!r}: the configuration of {no_train} has no 'train' section")
+    _REGISTRY[recipe.name] = recipe
+    return recipe
+
+
+def get_recipe(name: str) -> Recipe:
+    """The registered recipe ``name``.
+
+    Raises:
+        UnknownRecipeError: no such recipe; the message lists the registered ones.
+    """
+    if name not in _REGISTRY:
+        raise UnknownRecipeError(f"unknown method {name!r}; choose one of {', '.join(list_recipes())}")
+    return _REGISTRY[name]
+
+
+def list_recipes() -> List[str]:
+    """Names of the registered recipes, sorted."""
+    return sorted(_REGISTRY)
+
+
+def run_recipe(name: str, profile: str = "cpu", seed: int = 0, **kwargs) -> RecipeResult:
+    """``get_recipe(name).run(profile, seed, **kwargs)``."""
+    return get_recipe(name).run(profile, seed, **kwargs)

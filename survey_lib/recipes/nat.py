@@ -1,0 +1,55 @@
+"""The NAT recipe (``survey train nat``): presets by profile and their training configuration.
+
+Hassani et al. 2023, arXiv:2204.07143; DiNAT dilations (arXiv:2209.15001). CPU-sized for 32 x 32
+digits: 2 levels (8 x 8 and 4 x 4 token grids) instead of 4, widths 16-96 instead of 64-512, kernel
+3 instead of 7.
+"""
+from __future__ import annotations
+
+from typing import Dict
+
+from ..models.nat import NAT
+from .base import Recipe, profile_config, register
+from .common import classifier_metrics, digits_classification_data
+
+__all__ = ["NAT_MODELS", "NAT_TRAIN", "CONFIGS", "RECIPE", "nat_for_profile"]
+
+#: CPU-sized presets for the 32 x 32 digits (1 channel, 10 classes), by profile. The tokenizer gives
+#: an 8 x 8 grid, the downsampler 4 x 4; DiNA blocks (dilation 2) alternate with NA blocks on 8 x 8.
+#: head_dim is 8, 16 or 32 (a power of two), so natten's CPU backend can run every block too.
+NAT_MODELS: Dict[str, dict] = {
+    "smoke": dict(img_size=32, in_chans=1, num_classes=10, embed_dim=16, depths=(1, 1), num_heads=(1, 2),
+                  kernel_size=3, mlp_ratio=2.0),
+    "cpu": dict(img_size=32, in_chans=1, num_classes=10, embed_dim=48, depths=(2, 2), num_heads=(3, 6),
+                kernel_size=3, dilations=((1, 2), (1, 1)), mlp_ratio=2.0),
+    "full": dict(img_size=32, in_chans=1, num_classes=10, embed_dim=96, depths=(3, 4), num_heads=(3, 6),
+                 kernel_size=3, dilations=((1, 2, 1), (1, 1, 1, 1)), mlp_ratio=3.0, drop_path_rate=0.1),
+}
+
+#: Training recipes of the digits NAT by profile (:class:`survey_lib.train.TrainConfig` fields).
+NAT_TRAIN: Dict[str, dict] = {
+    "smoke": dict(epochs=2, batch_size=128, lr=2e-3, warmup_epochs=0.5),
+    "cpu": dict(epochs=30, batch_size=64, lr=2e-3, warmup_epochs=3, weight_decay=0.05, label_smoothing=0.1),
+    "full": dict(epochs=100, batch_size=128, lr=1e-3, warmup_epochs=5, weight_decay=0.05, label_smoothing=0.1),
+}
+
+CONFIGS: Dict[str, dict] = {p: {"model": NAT_MODELS[p], "train": NAT_TRAIN[p]} for p in NAT_MODELS}
+
+
+def nat_for_profile(profile: str, **overrides) -> NAT:
+    """The NAT preset of ``profile``, with keyword overrides.
+
+    Raises:
+        ValueError: unknown profile.
+    """
+    return NAT(**{**profile_config(NAT_MODELS, profile, "NAT"), **overrides})
+
+
+RECIPE = register(Recipe(
+    name="nat",
+    summary="Neighborhood Attention Transformer on the digits (32 px, random shifts); test accuracy",
+    configs=CONFIGS,
+    data=digits_classification_data,
+    build=lambda cfg, data: NAT(**cfg["model"]),
+    evaluate=classifier_metrics,
+))

@@ -1,0 +1,101 @@
+"""Every registered recipe runs end to end under ``smoke``, resumes from its checkpoint, and a recipe
+defined outside the package registers and trains through ``survey train`` without editing it."""
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from survey_lib.cli import main as survey
+from survey_lib.data import DigitsDataset
+from survey_lib.evaluate import accuracy
+from survey_lib.recipes import (Recipe, RecipeData, RecipeResult, UnknownRecipeError, get_recipe, list_recipes,
+                                merge_config, register)
+
+#: What the package must provide (a new method adds to it; none may silently disappear).
+EXPECTED = {"vit", "deit", "cnn_teacher", "swin", "nat", "clip", "simclr", "mae", "dino", "dino_nat", "multitask",
+            "supervised_baseline"}
+
+
+def test_the_methods_of_the_survey_are_registered():
+    assert EXPECTED <= set(list_recipes())
+
+
+@pytest.mark.parametrize("name", list_recipes())
+def test_every_recipe_trains_under_smoke_and_resumes_from_its_checkpoint(name, tmp_path):
+    recipe = get_recipe(name)
+    ckpt = str(tmp_path / f"{name}.pt")
+    first = recipe.run("smoke", seed=0, checkpoint=ckpt, progress=False)
+    assert isinstance(first, RecipeResult) and first.recipe == name and first.profile == "smoke"
+    assert len(first.history.rows) == first.config["train"]["epochs"]
+    assert first.metrics and all(v is None or math.isfinite(v) for v in first.metrics.values())
+    assert not first.model.training
+    # The same command again finds the finished checkpoint: nothing is retrained, the same model returns.
+    again = recipe.run("smoke", seed=0, checkpoint=ckpt, progress=False)
+    assert again.history.rows == first.history.rows
+    assert again.history.step_losses == first.history.step_losses
+    for (k, a), b in zip(first.model.state_dict().items(), again.model.state_dict().values()):
+        assert torch.equal(a, b), k
+
+
+def test_overrides_are_merged_and_typos_are_refused():
+    recipe = get_recipe("vit")
+    cfg = recipe.config("smoke", {"train": {"epochs": 1}})
+    assert cfg["train"]["epochs"] == 1 and cfg["train"]["batch_size"] == recipe.configs["smoke"]["train"]["batch_size"]
+    assert recipe.configs["smoke"]["train"]["epochs"] == 2  # the registered configuration is untouched
+    with pytest.raises(KeyError, match="unknown configuration key 'epoch'"):
+        recipe.config("smoke", {"train": {"epoch": 1}})
+    with pytest.raises(ValueError, match="unknown profile 'huge'"):
+        recipe.config("huge")
+    assert merge_config({"a": {"b": 1, "c": 2}}, {"a": {"c": 3}}) == {"a": {"b": 1, "c": 3}}
+
+
+def test_unknown_recipe_lists_the_registered_ones():
+    with pytest.raises(UnknownRecipeError, match="unknown method 'vitt'.*vit"):
+        get_recipe("vitt")
+
+
+# ---------------------------------------------------------------------------------------------
+# a new method is new files: a toy recipe defined here, registered and run through the CLI
+# ---------------------------------------------------------------------------------------------
+class _PixelClassifier(nn.Module):
+    """Logistic regression on the 8 x 8 digits' pixels."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = nn.Linear(64, 10)
+
+    def forward(self, x):
+        return self.fc(x.flatten(1))
+
+
+def _toy_data(cfg, seed):
+    test = DigitsDataset(train=False, img_size=8)
+    return RecipeData(train=DigitsDataset(train=True, img_size=8), val=test, test=test)
+
+
+TOY = Recipe(
+    name="toy_pixels",
+    summary="logistic regression on raw pixels (a test's toy recipe)",
+    configs={p: {"train": dict(epochs=e, batch_size=64, lr=1e-2, warmup_epochs=0)} for p, e in
+             (("smoke", 3), ("cpu", 3), ("full", 3))},
+    data=_toy_data,
+    build=lambda cfg, data: _PixelClassifier(),
+    evaluate=lambda model, data, cfg, history: {"test_acc": accuracy(model, data.test)},
+)
+
+
+def test_a_recipe_from_outside_the_package_trains_through_survey_train(capsys, tmp_path):
+    register(TOY, replace=True)
+    assert survey(["train", "--list"]) == 0
+    assert "toy_pixels" in capsys.readouterr().out
+    assert survey(["train", "toy_pixels", "--profile", "smoke", "--checkpoint", str(tmp_path / "toy.pt"),
+                   "--set", "train.epochs=2"]) == 0
+    out = capsys.readouterr().out
+    assert "'recipe': 'toy_pixels'" in out and "'test_acc'" in out
+    state = torch.load(tmp_path / "toy.pt", weights_only=False)
+    assert state["epoch"] == 2  # the override reached the loop
+    result = get_recipe("toy_pixels").run("smoke", progress=False)
+    assert result["test_acc"] > 0.8  # logistic regression on the digits' pixels learns in 3 epochs
+    with pytest.raises(ValueError, match="already registered"):
+        register(Recipe(**{**TOY.__dict__, "summary": "another"}))
