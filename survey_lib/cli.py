@@ -8,8 +8,15 @@
 ``survey run`` executes each notebook (default: every ``notebooks/*.ipynb``, in order) with its
 ``PROFILE`` parameter set, writes the executed copies to ``--output-dir`` (default
 ``build/notebooks/<profile>``), and the notebooks save figures under ``figures/<notebook>/`` and rows
-of ``figures/summary.csv``. A failing notebook is reported with its failing cell and error, the
-others still run, and the command exits with status 1.
+of ``figures/summary.csv``. Whatever happens to one notebook (an error, a cell over its time limit,
+a kernel that dies), the others still run; the failures are listed at the end, each with the
+notebook's own cell number and the cell's first line, and the command exits with status 1. Kernels
+talk to ``survey`` over IPC sockets, not TCP, so a machine with no network interface at all (not
+even loopback) runs them.
+
+Errors of the library (an unknown method, a bad configuration value, an unusable checkpoint, a
+malformed ``summary.csv``) are printed as one line and exit with status 2; ``--debug`` shows the
+traceback.
 """
 from __future__ import annotations
 
@@ -22,6 +29,9 @@ from typing import List, Optional, Sequence
 
 PROFILES = ("smoke", "cpu", "full")
 
+#: Default seconds allowed per cell, by profile (``--timeout`` overrides): a stuck cell never hangs a run.
+CELL_TIMEOUT_S = {"smoke": 900, "cpu": 7200, "full": 86400}
+
 
 def repo_root() -> Path:
     """The repository root (the folder holding ``notebooks/``), else the current folder."""
@@ -30,31 +40,59 @@ def repo_root() -> Path:
 
 
 def find_notebooks(names: Sequence[str] = ()) -> List[Path]:
-    """Resolve notebook names (``01_vit``, ``01_vit.ipynb`` or a path) to paths; default: all, sorted.
+    """Resolve notebook names (``01_vit``, ``01``, ``1``, ``01_vit.ipynb`` or a path) to paths;
+    default: all, sorted.
+
+    A name is a path, a notebook's stem, or a prefix of stems; a number also matches the notebook
+    of that number (``1`` is ``01_vit``).
 
     Raises:
         FileNotFoundError: a name matches no notebook.
+        ValueError: a name matches several notebooks; the message lists them.
     """
     nb_dir = repo_root() / "notebooks"
+    every = sorted(nb_dir.glob("[0-9]*.ipynb"))
     if not names:
-        return sorted(nb_dir.glob("[0-9]*.ipynb"))
+        return every
     out = []
     for name in names:
         p = Path(name)
-        candidates = [p, nb_dir / p.name, nb_dir / f"{p.name}.ipynb"] + sorted(nb_dir.glob(f"{p.name}*.ipynb"))
-        found = next((c for c in candidates if c.is_file()), None)
-        if found is None:
-            available = ", ".join(q.stem for q in sorted(nb_dir.glob("*.ipynb")))
-            raise FileNotFoundError(f"no notebook {name!r}; available: {available}")
-        out.append(found)
+        if p.suffix == ".ipynb" and p.is_file():
+            out.append(p)
+            continue
+        stem = p.name[:-6] if p.name.endswith(".ipynb") else p.name
+        exact = [q for q in every if q.stem == stem]
+        number = stem.split("_")[0]
+        found = exact or [q for q in every if q.stem.startswith(stem)
+                          or (number.isdigit() and q.stem.split("_")[0].isdigit() and int(q.stem.split("_")[0]) == int(number)
+                              and "_" not in stem)]
+        if not found:
+            raise FileNotFoundError(f"no notebook {name!r}; available: {', '.join(q.stem for q in every)}")
+        if len(found) > 1:
+            raise ValueError(f"notebook name {name!r} matches {len(found)} notebooks: "
+                             f"{', '.join(q.stem for q in found)}; give more of the name")
+        out.append(found[0])
     return out
 
 
+def _ipc_kernel_manager():
+    """A Jupyter kernel manager whose kernels talk over IPC (Unix sockets) instead of TCP on loopback."""
+    from jupyter_client.manager import AsyncKernelManager  # nbclient's default class: its waits never block
+    from traitlets import CaselessStrEnum
+
+    class IPCKernelManager(AsyncKernelManager):
+        transport = CaselessStrEnum(["tcp", "ipc"], default_value="ipc", config=True)
+
+    return IPCKernelManager
+
+
 def run_notebook(path: Path, profile: str, output_dir: Path, progress: bool = True, timeout: Optional[int] = None) -> float:
-    """Execute one notebook with papermill; returns its wall time in seconds.
+    """Execute one notebook with papermill (IPC kernel, ``timeout`` seconds per cell); returns its
+    wall time in seconds.
 
     Raises:
-        papermill.PapermillExecutionError: a cell failed (``cell_index``, ``ename``, ``evalue`` say which).
+        papermill.PapermillExecutionError: a cell failed.  nbclient.exceptions.CellTimeoutError: a
+            cell ran longer than ``timeout``.  nbclient.exceptions.DeadKernelError: the kernel died.
     """
     import papermill as pm
 
@@ -63,27 +101,50 @@ def run_notebook(path: Path, profile: str, output_dir: Path, progress: bool = Tr
     pm.execute_notebook(
         str(path), str(output_dir / path.name), parameters={"PROFILE": profile}, kernel_name="python3",
         progress_bar=progress, cwd=str(path.parent), execution_timeout=timeout,
+        kernel_manager_class=_ipc_kernel_manager(),
     )
     return time.perf_counter() - t0
 
 
-def cmd_run(args: argparse.Namespace) -> int:
-    from papermill.exceptions import PapermillExecutionError
+def describe_failure(path: Path, executed: Path, error: BaseException) -> str:
+    """One line naming the failing cell as the stored notebook numbers it (1-based, as JupyterLab
+    shows the cells), the cell's first source line, and what happened."""
+    import nbformat
 
+    source = getattr(error, "source", None)
+    if source is None and executed.exists():  # timeouts and dead kernels: the last cell papermill started
+        try:
+            ran = nbformat.read(executed, as_version=4)
+            started = [c for c in ran.cells if c.get("metadata", {}).get("papermill", {}).get("start_time")]
+            source = started[-1].source if started else None
+        except Exception:  # noqa: BLE001 - the description must never fail
+            source = None
+    where = "a cell"
+    if source is not None:
+        stored = nbformat.read(path, as_version=4)
+        index = next((i for i, c in enumerate(stored.cells) if c.source.strip() == source.strip()), None)
+        first = next((line.strip() for line in source.splitlines() if line.strip()), "")
+        where = (f"cell {index + 1}" if index is not None else "the injected parameters cell") + f" ({first[:70]!r})"
+    what = (f"{getattr(error, 'ename', type(error).__name__)}: {getattr(error, 'evalue', str(error)).strip().splitlines()[0] if str(error) else ''}")
+    return f"{path.name}: {where} raised {what}"
+
+
+def cmd_run(args: argparse.Namespace) -> int:
     if args.figures_dir:
         os.environ["SURVEY_FIGURES_DIR"] = str(Path(args.figures_dir).resolve())
     if args.threads:
         os.environ["SURVEY_NUM_THREADS"] = str(args.threads)
     notebooks = find_notebooks(args.notebooks)
     output_dir = Path(args.output_dir or repo_root() / "build" / "notebooks" / args.profile)
+    timeout = args.timeout if args.timeout is not None else CELL_TIMEOUT_S[args.profile]
     failures = []
     for i, nb in enumerate(notebooks, 1):
         print(f"[{i}/{len(notebooks)}] {nb.stem} (profile {args.profile})", flush=True)
         try:
-            secs = run_notebook(nb, args.profile, output_dir, progress=not args.quiet, timeout=args.timeout)
+            secs = run_notebook(nb, args.profile, output_dir, progress=not args.quiet, timeout=timeout)
             print(f"    done in {secs:.0f} s -> {output_dir / nb.name}", flush=True)
-        except PapermillExecutionError as e:
-            msg = f"{nb.name}: cell {e.cell_index} (execution count {e.exec_count}) raised {e.ename}: {e.evalue}"
+        except Exception as e:  # noqa: BLE001 - one notebook's failure never stops the others
+            msg = describe_failure(nb, output_dir / nb.name, e)
             print(f"    FAILED {msg}", file=sys.stderr, flush=True)
             failures.append(msg)
     from .report import figures_dir
@@ -169,12 +230,15 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--output-dir", help="where executed notebooks go (default build/notebooks/<profile>)")
     r.add_argument("--figures-dir", help="where figures and summary.csv go (default figures/)")
     r.add_argument("--threads", type=int, help="torch threads inside the notebooks")
-    r.add_argument("--timeout", type=int, default=None, help="seconds allowed per cell")
+    r.add_argument("--timeout", type=int, default=None,
+                   help=f"seconds allowed per cell (default by profile: {CELL_TIMEOUT_S})")
     r.add_argument("--quiet", action="store_true", help="no per-cell progress bar")
     r.set_defaults(func=cmd_run)
+    r.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show tracebacks of the library's errors")
 
     ls = sub.add_parser("list", help="list figures and summary rows")
     ls.set_defaults(func=cmd_list)
+    ls.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show tracebacks of the library's errors")
 
     t = sub.add_parser("train", help="train one registered method (survey train --list)")
     t.add_argument("method", nargs="?", help="method name, e.g. vit (see --list)")
@@ -186,15 +250,25 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--set", action="append", metavar="KEY=VALUE",
                    help="override a configuration value, e.g. --set train.epochs=5 (repeatable)")
     t.set_defaults(func=cmd_train)
+    t.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show tracebacks of the library's errors")
     return p
 
 
+#: The library's own errors: printed as one line (``--debug`` for the traceback), exit status 2.
+LIBRARY_ERRORS = (ValueError, KeyError, FileNotFoundError, PermissionError, TimeoutError, FloatingPointError)
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    parser.add_argument("--debug", action="store_true", help="show tracebacks of the library's errors")
+    args = parser.parse_args(argv)
     try:
         return args.func(args)
-    except FileNotFoundError as e:
-        print(f"survey: {e}", file=sys.stderr)
+    except LIBRARY_ERRORS as e:
+        if args.debug:
+            raise
+        text = str(e.args[0]) if isinstance(e, KeyError) and e.args else str(e)
+        print(f"survey: {type(e).__name__}: {text} (--debug for the traceback)", file=sys.stderr)
         return 2
 
 

@@ -18,11 +18,14 @@ import csv
 import fcntl
 import math
 import os
+import shutil
+import time
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator, List, Optional, Union
 
-__all__ = ["figures_dir", "save_figure", "record_result", "read_summary", "Reporter", "SUMMARY_COLUMNS"]
+__all__ = ["figures_dir", "save_figure", "record_result", "read_summary", "format_number", "Reporter",
+           "SUMMARY_COLUMNS", "SummaryFormatError"]
 
 SUMMARY_COLUMNS = ["notebook", "method", "dataset", "profile", "metric", "value", "seconds"]
 _KEY = SUMMARY_COLUMNS[:5]
@@ -59,11 +62,36 @@ def save_figure(fig, notebook: str, name: str, dpi: int = 120) -> Path:
     return path
 
 
+class SummaryFormatError(ValueError):
+    """``summary.csv`` does not parse as this module writes it (header, field count, numbers); the
+    message names the line. The file is never rewritten while it is in this state."""
+
+
+#: Seconds a writer waits for another process's lock on ``summary.csv`` before giving up.
+LOCK_TIMEOUT_S = 60.0
+
+
 @contextmanager
-def _locked(path: Path) -> Iterator[None]:
+def _locked(path: Path, timeout: Optional[float] = None) -> Iterator[None]:
+    """An exclusive ``fcntl`` lock on ``<path>.lock`` for the block, waiting at most ``timeout`` seconds.
+
+    Raises:
+        TimeoutError: another process held the lock for the whole timeout.
+    """
+    timeout = LOCK_TIMEOUT_S if timeout is None else timeout
     path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path.with_suffix(".lock"), "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
+    lock_path = path.with_suffix(".lock")
+    with open(lock_path, "w") as lock:
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"{lock_path} has been held by another process for {timeout:.0f} s; if no "
+                                       f"other notebook or `survey run` is writing results, delete the lock file") from None
+                time.sleep(0.05)
         try:
             yield
         finally:
@@ -71,21 +99,87 @@ def _locked(path: Path) -> Iterator[None]:
 
 
 def read_summary(path: Optional[Union[str, Path]] = None) -> List[dict]:
-    """Rows of ``summary.csv`` as dicts (empty list if there is none yet)."""
+    """Rows of ``summary.csv`` as dicts of strings (empty list if there is none yet).
+
+    Read strictly: a UTF-8 byte-order mark (a spreadsheet's CSV) is tolerated; the header must be
+    :data:`SUMMARY_COLUMNS`; every row must have every field, a number in ``value``, and a number
+    or nothing in ``seconds``.
+
+    Raises:
+        SummaryFormatError: the file does not parse that way; the message names the line.
+    """
     path = Path(path) if path else figures_dir() / "summary.csv"
     if not path.exists():
         return []
-    with open(path, newline="") as f:
-        return list(csv.DictReader(f))
+    with open(path, newline="", encoding="utf-8-sig") as f:
+        reader = csv.reader(f, strict=True)
+        line = 1  # where the record being read starts (a quoted field may span lines)
+        try:
+            header = next(reader, None)
+            if header is None:
+                return []
+            if header != SUMMARY_COLUMNS:
+                raise SummaryFormatError(f"{path}, line 1: header {header} is not {SUMMARY_COLUMNS}; restore it "
+                                         f"(a backup of the last good file is {path.name}.bak)")
+            rows = []
+            while True:
+                line = reader.line_num + 1
+                fields = next(reader, None)
+                if fields is None:
+                    break
+                if not fields:
+                    continue
+                if len(fields) != len(SUMMARY_COLUMNS):
+                    raise SummaryFormatError(f"{path}, line {line}: expected {len(SUMMARY_COLUMNS)} fields "
+                                             f"({', '.join(SUMMARY_COLUMNS)}), got {len(fields)} (a stray quote or "
+                                             f"comma?); fix the line or restore {path.name}.bak")
+                row = dict(zip(SUMMARY_COLUMNS, fields))
+                for col, optional in (("value", False), ("seconds", True)):
+                    if optional and row[col] == "":
+                        continue
+                    try:
+                        float(row[col])
+                    except ValueError:
+                        raise SummaryFormatError(f"{path}, line {line}: {col} {row[col]!r} is not a number") from None
+                rows.append(row)
+        except csv.Error as e:
+            raise SummaryFormatError(f"{path}, line {line}: {e} (a stray quote?); fix the line or restore "
+                                     f"{path.name}.bak") from None
+    return rows
+
+
+def format_number(value: float) -> str:
+    """A number as text without loss: integers exactly (86,567,656 stays ``86567656``), other floats
+    with ``repr`` (the shortest text that reads back to the same float)."""
+    value = float(value)
+    if value.is_integer() and abs(value) < 2**53:
+        return str(int(value))
+    return repr(value)
+
+
+def _write_rows(path: Path, rows: List[dict]) -> None:
+    """Back up the current file to ``summary.csv.bak``, then replace it atomically."""
+    if path.exists():
+        backup_tmp = path.with_name(path.name + ".bak.tmp")
+        shutil.copyfile(path, backup_tmp)
+        os.replace(backup_tmp, path.with_name(path.name + ".bak"))
+    tmp = path.with_suffix(".csv.tmp")
+    with open(tmp, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=SUMMARY_COLUMNS)
+        w.writeheader()
+        w.writerows(rows)
+    os.replace(tmp, path)
 
 
 def record_result(notebook: str, method: str, dataset: str, profile: str, metric: str, value: float,
                   seconds: Optional[float] = None) -> None:
-    """Add or replace one row of ``summary.csv`` (atomic rewrite under a file lock); on ranks other
-    than 0 of a torchrun job the row is checked but not written.
+    """Add or replace one row of ``summary.csv`` (atomic rewrite under a file lock, after a backup);
+    on ranks other than 0 of a torchrun job the row is checked but not written.
 
     Raises:
         ValueError: a non-finite value, or an accuracy-like metric outside [0, 1].
+        SummaryFormatError: the existing file does not parse (it is left as it is).
+        TimeoutError: another process held the lock too long.
     """
     value = float(value)
     if not math.isfinite(value):
@@ -94,19 +188,14 @@ def record_result(notebook: str, method: str, dataset: str, profile: str, metric
         raise ValueError(f"{metric}={value} must be a fraction in [0, 1], not a percentage")
     path = figures_dir() / "summary.csv"
     row = dict(notebook=notebook, method=method, dataset=dataset, profile=profile, metric=metric,
-               value=f"{value:.6g}", seconds="" if seconds is None else f"{float(seconds):.1f}")
+               value=format_number(value), seconds="" if seconds is None else f"{float(seconds):.1f}")
     if not _is_main_process():
         return
     with _locked(path):
         rows = [r for r in read_summary(path) if [r[k] for k in _KEY] != [row[k] for k in _KEY]]
         rows.append(row)
         rows.sort(key=lambda r: [r[k] for k in _KEY])
-        tmp = path.with_suffix(".csv.tmp")
-        with open(tmp, "w", newline="") as f:
-            w = csv.DictWriter(f, fieldnames=SUMMARY_COLUMNS)
-            w.writeheader()
-            w.writerows(rows)
-        os.replace(tmp, path)
+        _write_rows(path, rows)
 
 
 class Reporter:

@@ -32,7 +32,9 @@ from __future__ import annotations
 
 import math
 import os
+import pickle
 import random
+import sys
 import tempfile
 import time
 from dataclasses import asdict, dataclass, field
@@ -52,6 +54,8 @@ __all__ = [
     "TrainConfig",
     "StepOutput",
     "History",
+    "TrainConfigError",
+    "CheckpointError",
     "CheckpointMismatchError",
     "seed_everything",
     "set_threads",
@@ -69,8 +73,18 @@ __all__ = [
 ]
 
 
-class CheckpointMismatchError(ValueError):
-    """The checkpoint was written by a model of a different architecture."""
+class TrainConfigError(ValueError):
+    """A :class:`TrainConfig` field has a value that would train the wrong way (or not at all)."""
+
+
+class CheckpointError(ValueError):
+    """A checkpoint cannot be used: unreadable, truncated, not written by :func:`fit`, holding
+    objects other than tensors and plain data (refused unread), or its folder is not writable."""
+
+
+class CheckpointMismatchError(CheckpointError):
+    """The checkpoint was written by another run: a different architecture, or a different
+    training configuration or seed. The message names what differs and how to start over."""
 
 
 @dataclass
@@ -97,6 +111,14 @@ class TrainConfig:
         desc: label of the progress bar.
         find_unused_parameters: under torchrun, DDP's unused-parameter search; set True only when
             some trainable parameters get no gradient in a step (DDP fails and says so otherwise).
+        meta: whatever else determines the run (a recipe's name, version and configuration), plain
+            data only; recorded in the checkpoint and compared on resume like the fields above.
+
+    Raises:
+        TrainConfigError: on construction, a value that would train the wrong way: epochs or
+            batch_size not a positive integer; lr not positive and finite; min_lr outside [0, lr];
+            warm-up or weight decay negative; betas outside [0, 1); label smoothing outside [0, 1);
+            clip_grad neither None nor positive; eval_every below 1.
     """
 
     epochs: int = 10
@@ -116,6 +138,51 @@ class TrainConfig:
     progress: Optional[bool] = None
     desc: str = "train"
     find_unused_parameters: bool = False
+    meta: Dict[str, Any] = field(default_factory=dict)
+
+    #: Fields that do not change what is trained (where it is written, how it is shown).
+    NOT_COMPARED = ("checkpoint_path", "resume", "progress", "desc", "find_unused_parameters")
+
+    def __post_init__(self) -> None:
+        def bad(name: str, why: str) -> TrainConfigError:
+            return TrainConfigError(f"TrainConfig.{name}={getattr(self, name)!r}: {why}")
+
+        def is_int(v) -> bool:
+            return isinstance(v, int) and not isinstance(v, bool)
+
+        def number(name: str) -> float:
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+                raise bad(name, "must be a finite number")
+            return float(v)
+
+        for name in ("epochs", "batch_size"):
+            if not is_int(getattr(self, name)) or getattr(self, name) < 1:
+                raise bad(name, "must be a positive integer")
+        if not is_int(self.eval_every) or self.eval_every < 1:
+            raise bad("eval_every", "must be an integer >= 1 (evaluate every N epochs; the last epoch always is)")
+        if not is_int(self.seed):
+            raise bad("seed", "must be an integer")
+        if number("lr") <= 0:
+            raise bad("lr", "must be positive (a negative rate climbs the loss), e.g. 1e-3")
+        if not 0.0 <= number("min_lr") <= self.lr:
+            raise bad("min_lr", f"must lie in [0, lr = {self.lr}]: the cosine decays from lr down to min_lr")
+        if number("warmup_epochs") < 0:
+            raise bad("warmup_epochs", "must be >= 0 (0: no warm-up)")
+        if number("weight_decay") < 0:
+            raise bad("weight_decay", "must be >= 0")
+        if len(tuple(self.betas)) != 2 or not all(isinstance(b, (int, float)) and 0.0 <= b < 1.0 for b in self.betas):
+            raise bad("betas", "must be two numbers in [0, 1), e.g. (0.9, 0.999)")
+        if not 0.0 <= number("label_smoothing") < 1.0:
+            raise bad("label_smoothing", "must lie in [0, 1) (0.1 is common)")
+        if self.clip_grad is not None and number("clip_grad") <= 0:
+            raise bad("clip_grad", "must be None (no clipping) or a positive maximum gradient norm such as 1.0 "
+                                   "(0 would never learn, a negative norm reverses the gradient)")
+
+    def fingerprint(self) -> Dict[str, Any]:
+        """The fields that determine what is trained (everything but :attr:`NOT_COMPARED`), as plain data."""
+        d = asdict(self)
+        return {k: (list(v) if isinstance(v, tuple) else v) for k, v in d.items() if k not in self.NOT_COMPARED}
 
 
 @dataclass
@@ -146,6 +213,7 @@ class History:
 
     rows: List[Dict[str, float]] = field(default_factory=list)
     step_losses: List[float] = field(default_factory=list)
+    resumed_epochs: int = 0  #: epochs read from a checkpoint rather than trained by this call
 
     @property
     def last(self) -> Dict[str, float]:
@@ -257,21 +325,82 @@ def save_checkpoint(path: Union[str, Path], state: Dict[str, Any]) -> None:
         raise
 
 
+#: The entries every checkpoint written by :func:`fit` holds.
+CHECKPOINT_KEYS = ("model", "optimizer", "epoch", "history", "rng", "config", "arch")
+
+
 def load_checkpoint(path: Union[str, Path], model: Optional[nn.Module] = None) -> Dict[str, Any]:
     """Load a checkpoint written by :func:`fit`; with ``model``, check the architecture and load weights.
 
+    The file is read with ``torch.load(weights_only=True)``: tensors and plain data only, so a
+    crafted file cannot run code (it is refused unread).
+
     Raises:
         FileNotFoundError: no file at ``path``.
+        CheckpointError: the file is empty, truncated, not a checkpoint of :func:`fit`, or holds
+            objects other than tensors and plain data; the message says how to start over.
         CheckpointMismatchError: the checkpoint belongs to another architecture.
     """
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"no checkpoint at {path}")
-    state = torch.load(path, map_location="cpu", weights_only=False)
+    start_over = "delete it, or start over with resume=False (survey train ... --no-resume)"
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        raise CheckpointError(f"{path} cannot be read as a checkpoint of tensors and plain data (torch.load "
+                              f"weights_only=True: {_unpickling_reason(e)}): it is corrupt, or it holds other objects, "
+                              f"which are refused unread so that no code runs; {start_over}") from None
+    except Exception as e:  # empty, truncated or not a torch file at all
+        raise CheckpointError(f"{path} cannot be read as a checkpoint ({type(e).__name__}: "
+                              f"{str(e).splitlines()[0] if str(e) else 'empty or truncated'}); {start_over}") from None
+    missing = [k for k in CHECKPOINT_KEYS if not isinstance(state, dict) or k not in state]
+    if missing:
+        raise CheckpointError(f"{path} is not a checkpoint written by survey_lib.train.fit (it lacks {missing}); "
+                              f"{start_over}")
     if model is not None:
         check_architecture(model, state.get("arch", {}), path)
         model.load_state_dict(state["model"])
     return state
+
+
+def _unpickling_reason(error: Exception) -> str:
+    """The informative line of torch's weights-only unpickling error ("Unsupported global: ...")."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    picked = next((line for line in lines if line.startswith("Unsupported") or "GLOBAL" in line), lines[0] if lines else "")
+    return picked[:160]
+
+
+def _plain(x: Any) -> Any:
+    """Tuples as lists, recursively: what a configuration looks like after any round trip."""
+    if isinstance(x, (list, tuple)):
+        return [_plain(v) for v in x]
+    if isinstance(x, dict):
+        return {k: _plain(v) for k, v in x.items()}
+    return x
+
+
+def _flat(d: Any, prefix: str = "") -> Dict[str, Any]:
+    if not isinstance(d, dict):
+        return {prefix: d}
+    out: Dict[str, Any] = {}
+    for k, v in d.items():
+        out.update(_flat(v, f"{prefix}{k}." if isinstance(v, dict) and v else f"{prefix}{k}"))
+    return out
+
+
+def check_training_config(cfg: TrainConfig, saved: Dict[str, Any], path: Union[str, Path] = "checkpoint") -> None:
+    """Raise :class:`CheckpointMismatchError` naming every field where ``cfg`` differs from the
+    configuration saved in a checkpoint (seed, schedule, batch size, the recipe's ``meta``, ...)."""
+    mine = _flat(_plain(cfg.fingerprint()))
+    theirs = _flat(_plain({k: v for k, v in saved.items() if k not in TrainConfig.NOT_COMPARED}))
+    diff = sorted(k for k in set(mine) | set(theirs) if mine.get(k, "<absent>") != theirs.get(k, "<absent>"))
+    if diff:
+        shown = "; ".join(f"{k}: checkpoint {theirs.get(k, '<absent>')!r}, now {mine.get(k, '<absent>')!r}" for k in diff[:6])
+        more = f" (+{len(diff) - 6} more)" if len(diff) > 6 else ""
+        raise CheckpointMismatchError(
+            f"{path} was written by a run with another configuration: {shown}{more}. Resume with the same "
+            f"settings, or start over with resume=False (survey train ... --no-resume) or another checkpoint path")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -534,6 +663,11 @@ def _setup(model: nn.Module, train_set, val_set, cfg: TrainConfig, eval_fn, opti
     if distributed and torch.distributed.get_backend() == "nccl":
         device = torch.device("cuda", torch.cuda.current_device())
         model.to(device)
+    if val_set is not None and eval_fn is None and len(val_set) == 0:
+        raise ValueError("the validation set is empty; pass val_set=None to train without evaluation")
+    ckpt = Path(cfg.checkpoint_path) if cfg.checkpoint_path else None
+    if ckpt is not None and rank == 0:
+        _prepare_checkpoint_folder(ckpt)
     if eval_fn is None and val_set is not None:
         eval_bs = max(cfg.batch_size, 256)
         if distributed or device.type != "cpu":
@@ -553,8 +687,26 @@ def _setup(model: nn.Module, train_set, val_set, cfg: TrainConfig, eval_fn, opti
     return _Run(model=model, optimizer=optimizer, loader=loader, sampler=sampler, eval_fn=eval_fn,
                 steps_per_epoch=steps_per_epoch, total_steps=cfg.epochs * steps_per_epoch,
                 warmup_steps=int(round(cfg.warmup_epochs * steps_per_epoch)),
-                ckpt=Path(cfg.checkpoint_path) if cfg.checkpoint_path else None,
+                ckpt=ckpt,
                 distributed=distributed, rank=rank, world=world, home=home, device=device)
+
+
+def _prepare_checkpoint_folder(ckpt: Path) -> None:
+    """Create the checkpoint's folder, check it is writable (before any epoch is spent), and remove
+    the temporary files a killed write left behind (``<name>.*.tmp``, see :func:`save_checkpoint`).
+
+    Raises:
+        CheckpointError: the folder cannot be created or written.
+    """
+    try:
+        ckpt.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise CheckpointError(f"cannot create the checkpoint folder {ckpt.parent} ({e}); pass another checkpoint path") from None
+    if not os.access(ckpt.parent, os.W_OK | os.X_OK):
+        raise CheckpointError(f"the checkpoint folder {ckpt.parent} is not writable; pass a checkpoint path in a "
+                              f"folder you can write, or no checkpoint")
+    for stale in ckpt.parent.glob(f"{ckpt.name}.*.tmp"):
+        stale.unlink(missing_ok=True)
 
 
 def _resume(run: _Run, cfg: TrainConfig) -> Tuple[History, int]:
@@ -579,13 +731,19 @@ def _resume(run: _Run, cfg: TrainConfig) -> Tuple[History, int]:
         raise error
     if state is None:
         return History(), 0
+    check_training_config(cfg, state["config"], run.ckpt)
+    if state["epoch"] >= cfg.epochs and run.main:
+        print(f"fit: {run.ckpt} holds the finished run ({state['epoch']} of {cfg.epochs} epochs): nothing to "
+              f"train; resume=False (survey train ... --no-resume) trains it again", file=sys.stderr)
     run.optimizer.load_state_dict(state["optimizer"])
     per_rank = state.get("rng_per_rank")
     if per_rank is not None and len(per_rank) == run.world:
         _set_rng_state(per_rank[run.rank], run.loader)
     elif run.main:  # a different number of processes: rank 0 continues rank 0's streams
         _set_rng_state(state["rng"], run.loader)
-    return History(rows=state["history"]["rows"], step_losses=state["history"]["step_losses"]), state["epoch"]
+    history = History(rows=state["history"]["rows"], step_losses=state["history"]["step_losses"])
+    history.resumed_epochs = int(state["epoch"])
+    return history, state["epoch"]
 
 
 def _wrap_for_ddp(run: _Run, step_fn, cfg: TrainConfig) -> nn.Module:
@@ -619,14 +777,8 @@ def _train_one_epoch(run: _Run, runner: nn.Module, cfg: TrainConfig, epoch: int,
         lr = cosine_lr(step, run.total_steps, run.warmup_steps, cfg.lr, cfg.min_lr)
         for g in optimizer.param_groups:
             g["lr"] = lr
-        loss_t, logits, targets, metrics = runner(_to_device(batch, run.device))
-        optimizer.zero_grad(set_to_none=True)
-        loss_t.backward()  # under DDP the gradients are averaged over the ranks here
-        if cfg.clip_grad is not None:
-            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.clip_grad)
-        optimizer.step()
-        if hasattr(model, "on_train_step_end"):
-            model.on_train_step_end(step, run.total_steps)
+        batch = _to_device(batch, run.device)
+        loss_t, logits, targets, metrics = runner(batch)
         loss = float(loss_t.detach())
         correct = seen = 0
         if logits is not None and targets is not None:
@@ -636,9 +788,18 @@ def _train_one_epoch(run: _Run, runner: nn.Module, cfg: TrainConfig, epoch: int,
             tot = all_reduce_sum([loss, correct, seen] + [float(metrics[k]) for k in keys])
             loss, correct, seen = float(tot[0]) / run.world, int(tot[1]), int(tot[2])
             metrics = {k: float(tot[3 + i]) / run.world for i, k in enumerate(keys)}
-        if not math.isfinite(loss):
-            raise FloatingPointError(f"loss became {loss} at step {step} (epoch {epoch + 1}); lower lr "
-                                     f"(now {lr:.2e}) or enable clip_grad")
+        if not math.isfinite(loss):  # stop before backward and step: the weights stay as they were
+            raise FloatingPointError(_non_finite_message("loss", loss, step, epoch, lr, batch))
+        optimizer.zero_grad(set_to_none=True)
+        loss_t.backward()  # under DDP the gradients are averaged over the ranks here
+        if cfg.clip_grad is not None:
+            norm = float(torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.clip_grad))
+            if not math.isfinite(norm):
+                optimizer.zero_grad(set_to_none=True)
+                raise FloatingPointError(_non_finite_message("gradient norm", norm, step, epoch, lr, batch))
+        optimizer.step()
+        if hasattr(model, "on_train_step_end"):
+            model.on_train_step_end(step, run.total_steps)
         history.step_losses.append(loss)
         sums["train_loss"] = sums.get("train_loss", 0.0) + loss
         for k, v in metrics.items():
@@ -655,6 +816,29 @@ def _train_one_epoch(run: _Run, runner: nn.Module, cfg: TrainConfig, epoch: int,
     if n_seen:
         row["train_acc"] = n_correct / n_seen
     return row
+
+
+def _non_finite_message(what: str, value: float, step: int, epoch: int, lr: float, batch: Any) -> str:
+    """Why training stopped: the batch's non-finite inputs if it has any, else the usual causes."""
+    tensors = [t for t in _tensors(batch) if t.is_floating_point()]
+    bad = [(i, t) for i, t in enumerate(tensors) if not torch.isfinite(t).all()]
+    where = f"{what} became {value} at step {step} (epoch {epoch + 1}); the weights were not updated. "
+    if bad:
+        i, t = bad[0]
+        n = int((~torch.isfinite(t)).sum())
+        return (where + f"The batch's inputs are not finite: tensor {i} of the batch, shape {tuple(t.shape)}, "
+                f"holds {n} NaN/inf values; check the data (a NaN image, a division by zero in a transform)")
+    return where + f"The inputs are finite: lower lr (now {lr:.2e}) or enable clip_grad"
+
+
+def _tensors(batch: Any) -> List[torch.Tensor]:
+    if isinstance(batch, torch.Tensor):
+        return [batch]
+    if isinstance(batch, (list, tuple)):
+        return [t for b in batch for t in _tensors(b)]
+    if isinstance(batch, dict):
+        return [t for b in batch.values() for t in _tensors(b)]
+    return []
 
 
 def _evaluate(run: _Run) -> Dict[str, float]:
@@ -688,18 +872,22 @@ def _write_checkpoint(run: _Run, cfg: TrainConfig, epochs_done: int, history: Hi
 
 
 def _get_rng_state(loader: DataLoader) -> Dict[str, Any]:
+    """Every random stream of the run, as tensors and plain data (so ``weights_only=True`` loads it)."""
     gen = getattr(loader, "generator", None)
+    name, keys, pos, has_gauss, cached = np.random.get_state()
     return {
         "python": random.getstate(),
-        "numpy": np.random.get_state(),
+        "numpy": [name, torch.from_numpy(keys.astype(np.int64)), int(pos), int(has_gauss), float(cached)],
         "torch": torch.get_rng_state(),
         "loader": gen.get_state() if gen is not None else None,
     }
 
 
 def _set_rng_state(state: Dict[str, Any], loader: DataLoader) -> None:
-    random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+    name, keys, pos, has_gauss, cached = state["numpy"]
+    np.random.set_state((name, np.asarray(keys, dtype=np.uint32), int(pos), int(has_gauss), float(cached)))
     torch.set_rng_state(state["torch"])
     gen = getattr(loader, "generator", None)
     if gen is not None and state.get("loader") is not None:

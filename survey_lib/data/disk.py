@@ -20,6 +20,7 @@ from torch.utils.data import Dataset
 
 __all__ = [
     "DatasetNotFoundError",
+    "data_root",
     "TORCHVISION_DATASETS",
     "load_torchvision_dataset",
     "FER2013_CLASSES",
@@ -44,7 +45,10 @@ TORCHVISION_DATASETS: Dict[str, Tuple[str, str]] = {
 }
 
 
-DEFAULT_DATA_ROOT = Path(os.environ.get("SURVEY_DATA_ROOT", Path.home() / "data"))
+def data_root() -> Path:
+    """``$SURVEY_DATA_ROOT`` if set, else ``~/data``: where datasets on disk are looked for (read
+    when called, so a changed environment is honoured)."""
+    return Path(os.environ.get("SURVEY_DATA_ROOT", Path.home() / "data"))
 
 
 def load_torchvision_dataset(
@@ -74,7 +78,7 @@ def load_torchvision_dataset(
     if key not in TORCHVISION_DATASETS:
         raise ValueError(f"unknown dataset {name!r}; choose one of {sorted(TORCHVISION_DATASETS)}")
     cls_name, folder = TORCHVISION_DATASETS[key]
-    root = Path(root) if root is not None else DEFAULT_DATA_ROOT
+    root = Path(root) if root is not None else data_root()
     expected = root / folder
     if not download and not expected.exists():
         raise DatasetNotFoundError(
@@ -114,8 +118,7 @@ FER2013_SIZE = 48  # every image is 48 x 48 grey
 def fer2013_default_path() -> Path:
     """``$SURVEY_DATA_ROOT/fer2013/fer2013.csv`` (``~/data/fer2013/fer2013.csv`` if the variable is unset),
     read when called so a changed environment is honoured."""
-    root = Path(os.environ.get("SURVEY_DATA_ROOT", Path.home() / "data"))
-    return root / "fer2013" / "fer2013.csv"
+    return data_root() / "fer2013" / "fer2013.csv"
 
 
 def _parse_fer2013(path: Path) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -85,9 +85,12 @@ def load_backbone_checkpoint(model: nn.Module, checkpoint: Union[str, Path]) -> 
     Returns:
         ``{"adapted": [...], "skipped": [...], "missing": [...]}`` key lists.
 
+    The file is read with ``torch.load(weights_only=True)``: tensors and plain data only.
+
     Raises:
         FileNotFoundError: no file at ``checkpoint``.
-        ValueError: nothing in the checkpoint matches the model (wrong architecture).
+        ValueError: nothing in the checkpoint matches the model (wrong architecture), or the file
+            holds objects other than tensors and plain data (refused unread).
     """
     from timm.models import adapt_input_conv
 
@@ -100,7 +103,16 @@ def load_backbone_checkpoint(model: nn.Module, checkpoint: Union[str, Path]) -> 
 
         state = load_file(str(path))
     else:
-        state = torch.load(path, map_location="cpu", weights_only=False)
+        import pickle
+
+        try:  # tensors and plain data only: a crafted file cannot run code, it is refused unread
+            state = torch.load(path, map_location="cpu", weights_only=True)
+        except pickle.UnpicklingError as e:
+            reason = next((line.strip() for line in str(e).splitlines() if line.strip().startswith("Unsupported")), "")
+            raise ValueError(f"{path} cannot be read as tensors and plain data (torch.load weights_only=True: "
+                             f"{reason[:160]}): it is corrupt, or it holds other objects, which are refused unread "
+                             f"so that no code runs; save its state dict alone (torch.save(model.state_dict(), ...)) "
+                             f"or convert it to .safetensors") from None
         for k in ("state_dict", "model"):
             if isinstance(state, dict) and k in state and isinstance(state[k], dict):
                 state = state[k]

@@ -201,8 +201,9 @@ class Recipe:
         every = cfg.get("eval_every")
         if every is not None:
             kwargs["eval_every"] = kwargs["epochs"] if every == "end" else int(every)
+        meta = {"recipe": self.name, "version": self.version, "config": {k: v for k, v in cfg.items() if k != "train"}}
         return TrainConfig(**kwargs, seed=seed, checkpoint_path=checkpoint, resume=resume, progress=progress,
-                           desc=desc or f"{self.name} [{profile}]")
+                           desc=desc or f"{self.name} [{profile}]", meta=meta)
 
     def run(self, profile: str = "cpu", seed: int = 0, checkpoint: Optional[str] = None, resume: bool = True,
             overrides: Optional[Mapping[str, Any]] = None, progress: Optional[bool] = None,
