@@ -25,7 +25,7 @@ import os
 import sys
 import time
 from pathlib import Path
-from typing import List, Optional, Sequence
+from typing import List, Optional, Sequence, Tuple
 
 PROFILES = ("smoke", "cpu", "full")
 
@@ -77,11 +77,17 @@ def find_notebooks(names: Sequence[str] = ()) -> List[Path]:
 
 def _ipc_kernel_manager():
     """A Jupyter kernel manager whose kernels talk over IPC (Unix sockets) instead of TCP on loopback."""
+    import tempfile
+
     from jupyter_client.manager import AsyncKernelManager  # nbclient's default class: its waits never block
-    from traitlets import CaselessStrEnum
+    from traitlets import CaselessStrEnum, default
 
     class IPCKernelManager(AsyncKernelManager):
         transport = CaselessStrEnum(["tcp", "ipc"], default_value="ipc", config=True)
+
+        @default("ip")
+        def _ip_default(self) -> str:  # one private folder per kernel: kernels started together never share sockets
+            return os.path.join(tempfile.mkdtemp(prefix="survey-kernel-"), "ipc")
 
     return IPCKernelManager
 
@@ -129,27 +135,107 @@ def describe_failure(path: Path, executed: Path, error: BaseException) -> str:
     return f"{path.name}: {where} raised {what}"
 
 
+def _run_one(nb: Path, profile: str, output_dir: Path, progress: bool, timeout: int) -> Tuple[Path, Optional[float], Optional[str]]:
+    try:
+        return nb, run_notebook(nb, profile, output_dir, progress=progress, timeout=timeout), None
+    except Exception as e:  # noqa: BLE001 - one notebook's failure never stops the others
+        return nb, None, describe_failure(nb, output_dir / nb.name, e)
+
+
+def record_run(figures: Path, profile: str, threads: int, times: dict) -> None:
+    """Write what this run measured beside its results: ``run_times.csv`` (each notebook's wall time
+    by profile; a re-run replaces its rows) and ``environment.json`` (torch, CPU, threads, per profile)."""
+    import csv
+    import json
+
+    from .cost import environment
+
+    figures.mkdir(parents=True, exist_ok=True)
+    path = figures / "run_times.csv"
+    rows = []
+    if path.exists():
+        with open(path, newline="") as f:
+            rows = [r for r in csv.DictReader(f) if not (r["profile"] == profile and r["notebook"] in times)]
+    rows += [{"notebook": nb, "profile": profile, "threads": threads, "seconds": f"{secs:.0f}"} for nb, secs in times.items()]
+    rows.sort(key=lambda r: (r["profile"], r["notebook"]))
+    with open(path, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=["notebook", "profile", "threads", "seconds"])
+        w.writeheader()
+        w.writerows(rows)
+    env_path = figures / "environment.json"
+    env = json.loads(env_path.read_text()) if env_path.exists() else {}
+    env[profile] = {**{k: str(v) for k, v in environment().items()}, "threads_per_kernel": threads}
+    env_path.write_text(json.dumps(env, indent=1, sort_keys=True) + "\n")
+
+
+def update_readme_times(readme: Path, figures: Path) -> bool:
+    """Replace the table between ``<!-- notebook-times -->`` and ``<!-- /notebook-times -->`` in the
+    README by one generated from ``run_times.csv``; returns whether it changed."""
+    import csv
+
+    begin, end = "<!-- notebook-times -->", "<!-- /notebook-times -->"
+    path = figures / "run_times.csv"
+    if not (readme.exists() and path.exists()):
+        return False
+    text = readme.read_text()
+    if begin not in text or end not in text:
+        return False
+    with open(path, newline="") as f:
+        rows = list(csv.DictReader(f))
+    profiles = [p for p in PROFILES if any(r["profile"] == p for r in rows)]
+    table = {(r["notebook"], r["profile"]): r for r in rows}
+    lines = ["| notebook | " + " | ".join(f"{p} (s)" for p in profiles) + " |", "|---|" + "---|" * len(profiles)]
+    for nb in sorted({r["notebook"] for r in rows}):
+        cells = [table[(nb, p)]["seconds"] if (nb, p) in table else "" for p in profiles]
+        lines.append(f"| `{nb}` | " + " | ".join(cells) + " |")
+    totals = [str(sum(int(table[(nb, p)]["seconds"]) for nb in {r["notebook"] for r in rows} if (nb, p) in table))
+              for p in profiles]
+    lines.append("| all, one after another | " + " | ".join(totals) + " |")
+    new = text[:text.index(begin) + len(begin)] + "\n" + "\n".join(lines) + "\n" + text[text.index(end):]
+    if new != text:
+        readme.write_text(new)
+    return new != text
+
+
 def cmd_run(args: argparse.Namespace) -> int:
+    """Run the notebooks, ``--jobs`` at a time (default: one per core), each kernel with
+    ``--threads`` torch threads (default 1), and record the wall times and the environment."""
+    from concurrent.futures import ThreadPoolExecutor
+
     if args.figures_dir:
         os.environ["SURVEY_FIGURES_DIR"] = str(Path(args.figures_dir).resolve())
-    if args.threads:
-        os.environ["SURVEY_NUM_THREADS"] = str(args.threads)
+    threads = args.threads or 1
+    for var in ("SURVEY_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ[var] = str(threads)  # pinned: the same seed gives the same numbers only at the same count
+    if args.fresh:
+        os.environ["SURVEY_FRESH"] = "1"
     notebooks = find_notebooks(args.notebooks)
     output_dir = Path(args.output_dir or repo_root() / "build" / "notebooks" / args.profile)
     timeout = args.timeout if args.timeout is not None else CELL_TIMEOUT_S[args.profile]
-    failures = []
-    for i, nb in enumerate(notebooks, 1):
-        print(f"[{i}/{len(notebooks)}] {nb.stem} (profile {args.profile})", flush=True)
-        try:
-            secs = run_notebook(nb, args.profile, output_dir, progress=not args.quiet, timeout=timeout)
-            print(f"    done in {secs:.0f} s -> {output_dir / nb.name}", flush=True)
-        except Exception as e:  # noqa: BLE001 - one notebook's failure never stops the others
-            msg = describe_failure(nb, output_dir / nb.name, e)
-            print(f"    FAILED {msg}", file=sys.stderr, flush=True)
-            failures.append(msg)
+    jobs = max(1, min(len(notebooks), args.jobs or os.cpu_count() or 1))
+    progress = not args.quiet and jobs == 1
+    print(f"{len(notebooks)} notebooks, profile {args.profile}, {jobs} at a time, {threads} thread(s) per kernel",
+          flush=True)
+    t0 = time.perf_counter()
+    failures, times = [], {}
+    with ThreadPoolExecutor(max_workers=jobs) as pool:
+        futures = [pool.submit(_run_one, nb, args.profile, output_dir, progress, timeout) for nb in notebooks]
+        for fut in futures:
+            nb, secs, failure = fut.result()
+            if failure is None:
+                times[nb.stem] = secs
+                print(f"    {nb.stem}: done in {secs:.0f} s -> {output_dir / nb.name}", flush=True)
+            else:
+                print(f"    FAILED {failure}", file=sys.stderr, flush=True)
+                failures.append(failure)
+    total = time.perf_counter() - t0
     from .report import figures_dir
 
-    print(f"figures and summary.csv in {figures_dir()}")
+    figures = figures_dir()
+    record_run(figures, args.profile, threads, times)
+    if figures.resolve() == (repo_root() / "figures").resolve():
+        update_readme_times(repo_root() / "README.md", figures)
+    print(f"total wall time {total:.0f} s ({sum(times.values()):.0f} s of notebooks); figures and summary.csv in {figures}")
     if failures:
         print(f"{len(failures)} of {len(notebooks)} notebooks failed:", file=sys.stderr)
         for m in failures:
@@ -229,7 +315,9 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--profile", choices=PROFILES, default="cpu")
     r.add_argument("--output-dir", help="where executed notebooks go (default build/notebooks/<profile>)")
     r.add_argument("--figures-dir", help="where figures and summary.csv go (default figures/)")
-    r.add_argument("--threads", type=int, help="torch threads inside the notebooks")
+    r.add_argument("--threads", type=int, default=1, help="torch threads per notebook kernel (default 1, pinned)")
+    r.add_argument("--jobs", type=int, default=None, help="notebooks run at a time (default: one per core)")
+    r.add_argument("--fresh", action="store_true", help="train every model again instead of reading the model cache")
     r.add_argument("--timeout", type=int, default=None,
                    help=f"seconds allowed per cell (default by profile: {CELL_TIMEOUT_S})")
     r.add_argument("--quiet", action="store_true", help="no per-cell progress bar")

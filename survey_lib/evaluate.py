@@ -10,7 +10,9 @@ Evaluation reads predictions and features; it knows no architecture (any model w
   by ``exp(sim / T)`` with T = 0.07), :func:`linear_probe` (scikit-learn's logistic regression),
   :func:`probe_accuracies`, :func:`probe_eval_fn`;
 * CLIP-like models: :func:`zero_shot_weights` / :func:`zero_shot_accuracy` (prompt ensembling,
-  Radford et al. 2021, arXiv:2103.00020, Sec. 3.1.4) and :func:`retrieval_recall` (recall@k).
+  Radford et al. 2021, arXiv:2103.00020, Sec. 3.1.4) and :func:`retrieval_recall` (recall@k);
+* comparisons: :func:`compare_seeds` (a paired t-test over seeds, ``scipy.stats``),
+  :func:`mcnemar` (one model pair on the same test images) and the :func:`verdict` computed from them.
 
 Deviation (retrieval): the digit captions carry only the class, so many captions are identical;
 :func:`retrieval_recall` with labels counts a hit when the retrieved item shows (or describes) the
@@ -18,6 +20,7 @@ same digit, over the distinct captions. Without labels it computes the instance 
 """
 from __future__ import annotations
 
+import math
 from typing import Callable, Dict, Optional, Sequence, Tuple, Union
 
 import numpy as np
@@ -361,3 +364,100 @@ def clip_eval_fn(tokenizer, dataset: Dataset, templates: Sequence[str] = HELDOUT
     """An ``eval_fn`` for :func:`survey_lib.train.fit`: ``{"val_acc": zero-shot accuracy}`` per epoch."""
     templates = check_templates(templates)
     return lambda model: {"val_acc": zero_shot_accuracy(model, tokenizer, dataset, templates)}
+
+
+# ---------------------------------------------------------------------------------------------
+# comparisons with their uncertainty, and the verdict computed from them
+# ---------------------------------------------------------------------------------------------
+__all__ += ["VERDICTS", "mean_std", "compare_seeds", "mcnemar", "verdict"]
+
+#: What a computed verdict can say about a claim.
+VERDICTS = ("holds", "does not hold", "cannot tell")
+
+
+def mean_std(values: Sequence[float]) -> Tuple[float, Optional[float], int]:
+    """Mean, sample standard deviation (``ddof=1``; None for one value) and count of ``values``."""
+    v = np.asarray(list(values), dtype=float)
+    if v.size == 0:
+        raise ValueError("no values")
+    return float(v.mean()), (float(v.std(ddof=1)) if v.size > 1 else None), int(v.size)
+
+
+def verdict(diff: float, p_value: Optional[float], alpha: float = 0.05, margin: float = 0.0) -> str:
+    """The verdict on the claim "A is better than B by more than ``margin``".
+
+    ``holds`` when the mean difference ``diff`` (A - B) exceeds ``margin`` and the test rejects
+    "no difference" at level ``alpha``; ``does not hold`` when the test finds B better (``diff`` <= 0
+    with p < alpha); ``cannot tell`` otherwise (the difference is within the noise of the seeds).
+    """
+    if p_value is None or not math.isfinite(p_value):
+        return "cannot tell"
+    if p_value < alpha:
+        if diff > margin:
+            return "holds"
+        if diff <= 0:
+            return "does not hold"
+    return "cannot tell"
+
+
+def compare_seeds(a: Sequence[float], b: Sequence[float], alpha: float = 0.05, paired: bool = True,
+                  margin: float = 0.0) -> Dict[str, object]:
+    """Compare a metric of method A with method B over seeds, and compute the verdict on "A > B".
+
+    With ``paired`` (the same seeds, so the same data order and initialisation where the methods
+    share them) a paired t-test on the per-seed differences (``scipy.stats.ttest_rel``); otherwise
+    Welch's t-test (``scipy.stats.ttest_ind(equal_var=False)``). Two-sided p-values.
+
+    Returns:
+        ``{"mean_a", "std_a", "mean_b", "std_b", "n", "diff", "diff_std", "pooled_std", "t", "p_value",
+        "test", "verdict"}``; ``pooled_std`` is ``sqrt((std_a^2 + std_b^2) / 2)`` (None with one seed).
+
+    Raises:
+        ValueError: no values, or ``paired`` with different numbers of seeds.
+    """
+    from scipy import stats
+
+    a_, b_ = np.asarray(list(a), dtype=float), np.asarray(list(b), dtype=float)
+    if a_.size == 0 or b_.size == 0:
+        raise ValueError("compare_seeds needs at least one value per method")
+    if paired and a_.size != b_.size:
+        raise ValueError(f"paired comparison needs the same seeds for both methods, got {a_.size} and {b_.size} values")
+    mean_a, std_a, n = mean_std(a_)
+    mean_b, std_b, _ = mean_std(b_)
+    diff = mean_a - mean_b
+    t = p = None
+    if min(a_.size, b_.size) > 1:
+        d = a_ - b_ if paired else None
+        if paired and np.allclose(d, d[0]):  # identical differences: the t statistic is undefined
+            t, p = (math.inf if d[0] > 0 else -math.inf if d[0] < 0 else 0.0), (0.0 if d[0] != 0 else 1.0)
+        else:
+            res = stats.ttest_rel(a_, b_) if paired else stats.ttest_ind(a_, b_, equal_var=False)
+            t, p = float(res.statistic), float(res.pvalue)
+    diff_std = float(np.std(a_ - b_, ddof=1)) if paired and a_.size > 1 else None
+    pooled = math.sqrt((std_a ** 2 + std_b ** 2) / 2) if std_a is not None and std_b is not None else None
+    return {"mean_a": mean_a, "std_a": std_a, "mean_b": mean_b, "std_b": std_b, "n": n, "diff": diff,
+            "diff_std": diff_std, "pooled_std": pooled, "t": t, "p_value": p,
+            "test": "paired t-test over seeds" if paired else "Welch's t-test", "verdict": verdict(diff, p, alpha, margin)}
+
+
+def mcnemar(correct_a: Sequence[bool], correct_b: Sequence[bool], alpha: float = 0.05) -> Dict[str, object]:
+    """McNemar's exact test on one pair of models scored on the same test images: of the images
+    exactly one model gets right (``n01`` only B, ``n10`` only A), is the split 50/50? The p-value is
+    the two-sided binomial test of ``n10`` out of ``n01 + n10`` (``scipy.stats.binomtest``).
+
+    Returns: ``{"n10", "n01", "acc_a", "acc_b", "diff", "p_value", "test", "verdict"}`` (the verdict
+    on "A is more accurate than B").
+
+    Raises:
+        ValueError: lists of different lengths.
+    """
+    from scipy import stats
+
+    a, b = np.asarray(list(correct_a), dtype=bool), np.asarray(list(correct_b), dtype=bool)
+    if a.shape != b.shape:
+        raise ValueError(f"McNemar's test needs both models on the same images, got {a.size} and {b.size}")
+    n10, n01 = int((a & ~b).sum()), int((~a & b).sum())
+    p = float(stats.binomtest(n10, n10 + n01, 0.5).pvalue) if n10 + n01 else 1.0
+    diff = float(a.mean() - b.mean())
+    return {"n10": n10, "n01": n01, "acc_a": float(a.mean()), "acc_b": float(b.mean()), "diff": diff,
+            "p_value": p, "test": "McNemar's exact test", "verdict": verdict(diff, p, alpha)}

@@ -1,9 +1,12 @@
 """Where results go: figures under ``figures/<notebook>/<name>.png`` and rows of ``figures/summary.csv``.
 
-``summary.csv`` has the columns ``notebook, method, dataset, profile, metric, value, seconds``
-(accuracies as fractions in [0, 1]; ``seconds`` is the wall time that produced the value, or empty).
-A row is identified by ``(notebook, method, dataset, profile, metric)``: recording it again
-replaces it, so re-running a notebook never duplicates rows.
+``summary.csv`` has the columns ``notebook, method, dataset, profile, metric, value, std, n_seeds,
+seconds``: accuracies as fractions in [0, 1]; ``value`` is the mean over ``n_seeds`` seeds and
+``std`` their sample standard deviation (``ddof=1``; empty for one seed or a value that has no
+seeds, such as a parameter count); ``seconds`` is the wall time that produced the value (summed over
+the seeds), or empty. A row is identified by ``(notebook, method, dataset, profile, metric)``:
+recording it again replaces it, so re-running a notebook never duplicates rows. A file written
+before ``std`` and ``n_seeds`` existed is read with those fields empty and rewritten in the new layout.
 
 Under ``torchrun`` only rank 0 writes: on the other ranks ``save_figure`` and ``record_result`` check
 their input and return without touching the disk, so a script run on N processes writes each figure
@@ -19,15 +22,18 @@ import fcntl
 import math
 import os
 import shutil
+import statistics
 import time
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator, List, Optional, Union
+from typing import Iterator, List, Optional, Sequence, Union
 
 __all__ = ["figures_dir", "save_figure", "record_result", "read_summary", "format_number", "Reporter",
            "SUMMARY_COLUMNS", "SummaryFormatError"]
 
-SUMMARY_COLUMNS = ["notebook", "method", "dataset", "profile", "metric", "value", "seconds"]
+SUMMARY_COLUMNS = ["notebook", "method", "dataset", "profile", "metric", "value", "std", "n_seeds", "seconds"]
+#: The layout before ``std`` and ``n_seeds``; read, then rewritten as :data:`SUMMARY_COLUMNS`.
+OLD_COLUMNS = ["notebook", "method", "dataset", "profile", "metric", "value", "seconds"]
 _KEY = SUMMARY_COLUMNS[:5]
 
 
@@ -102,8 +108,8 @@ def read_summary(path: Optional[Union[str, Path]] = None) -> List[dict]:
     """Rows of ``summary.csv`` as dicts of strings (empty list if there is none yet).
 
     Read strictly: a UTF-8 byte-order mark (a spreadsheet's CSV) is tolerated; the header must be
-    :data:`SUMMARY_COLUMNS`; every row must have every field, a number in ``value``, and a number
-    or nothing in ``seconds``.
+    :data:`SUMMARY_COLUMNS` (or the older :data:`OLD_COLUMNS`); every row must have every field, a
+    number in ``value``, and a number or nothing in ``std``, ``n_seeds`` and ``seconds``.
 
     Raises:
         SummaryFormatError: the file does not parse that way; the message names the line.
@@ -118,9 +124,10 @@ def read_summary(path: Optional[Union[str, Path]] = None) -> List[dict]:
             header = next(reader, None)
             if header is None:
                 return []
-            if header != SUMMARY_COLUMNS:
+            if header not in (SUMMARY_COLUMNS, OLD_COLUMNS):
                 raise SummaryFormatError(f"{path}, line 1: header {header} is not {SUMMARY_COLUMNS}; restore it "
                                          f"(a backup of the last good file is {path.name}.bak)")
+            columns = header
             rows = []
             while True:
                 line = reader.line_num + 1
@@ -129,12 +136,12 @@ def read_summary(path: Optional[Union[str, Path]] = None) -> List[dict]:
                     break
                 if not fields:
                     continue
-                if len(fields) != len(SUMMARY_COLUMNS):
-                    raise SummaryFormatError(f"{path}, line {line}: expected {len(SUMMARY_COLUMNS)} fields "
-                                             f"({', '.join(SUMMARY_COLUMNS)}), got {len(fields)} (a stray quote or "
+                if len(fields) != len(columns):
+                    raise SummaryFormatError(f"{path}, line {line}: expected {len(columns)} fields "
+                                             f"({', '.join(columns)}), got {len(fields)} (a stray quote or "
                                              f"comma?); fix the line or restore {path.name}.bak")
-                row = dict(zip(SUMMARY_COLUMNS, fields))
-                for col, optional in (("value", False), ("seconds", True)):
+                row = {"std": "", "n_seeds": "", **dict(zip(columns, fields))}
+                for col, optional in (("value", False), ("std", True), ("n_seeds", True), ("seconds", True)):
                     if optional and row[col] == "":
                         continue
                     try:
@@ -172,12 +179,17 @@ def _write_rows(path: Path, rows: List[dict]) -> None:
 
 
 def record_result(notebook: str, method: str, dataset: str, profile: str, metric: str, value: float,
-                  seconds: Optional[float] = None) -> None:
+                  seconds: Optional[float] = None, std: Optional[float] = None, n_seeds: Optional[int] = None) -> None:
     """Add or replace one row of ``summary.csv`` (atomic rewrite under a file lock, after a backup);
     on ranks other than 0 of a torchrun job the row is checked but not written.
 
+    Args:
+        value: the number, or the mean over ``n_seeds`` seeds.  std: their standard deviation
+            (``ddof=1``), None for a single seed.  n_seeds: how many seeds ``value`` averages.
+
     Raises:
-        ValueError: a non-finite value, or an accuracy-like metric outside [0, 1].
+        ValueError: a non-finite value, an accuracy-like metric outside [0, 1], a negative std,
+            or n_seeds below 1.
         SummaryFormatError: the existing file does not parse (it is left as it is).
         TimeoutError: another process held the lock too long.
     """
@@ -186,9 +198,15 @@ def record_result(notebook: str, method: str, dataset: str, profile: str, metric
         raise ValueError(f"{metric} of {method} is {value}; refusing to record a non-finite number")
     if ("acc" in metric or "recall" in metric) and not 0.0 <= value <= 1.0:
         raise ValueError(f"{metric}={value} must be a fraction in [0, 1], not a percentage")
+    if std is not None and not (math.isfinite(float(std)) and float(std) >= 0):
+        raise ValueError(f"std of {metric} of {method} is {std}; it must be a finite number >= 0")
+    if n_seeds is not None and int(n_seeds) < 1:
+        raise ValueError(f"n_seeds of {metric} of {method} is {n_seeds}; it must be >= 1")
     path = figures_dir() / "summary.csv"
     row = dict(notebook=notebook, method=method, dataset=dataset, profile=profile, metric=metric,
-               value=format_number(value), seconds="" if seconds is None else f"{float(seconds):.1f}")
+               value=format_number(value), std="" if std is None else format_number(std),
+               n_seeds="" if n_seeds is None else str(int(n_seeds)),
+               seconds="" if seconds is None else f"{float(seconds):.1f}")
     if not _is_main_process():
         return
     with _locked(path):
@@ -219,6 +237,19 @@ class Reporter:
             plt.close(fig)
         return path
 
-    def record(self, method: str, dataset: str, metric: str, value: float, seconds: Optional[float] = None) -> None:
+    def record(self, method: str, dataset: str, metric: str, value: float, seconds: Optional[float] = None,
+               std: Optional[float] = None, n_seeds: Optional[int] = None) -> None:
         """Add or replace a row of ``summary.csv`` for this notebook and profile."""
-        record_result(self.notebook, method, dataset, self.profile, metric, value, seconds)
+        record_result(self.notebook, method, dataset, self.profile, metric, value, seconds, std, n_seeds)
+
+    def record_seeds(self, method: str, dataset: str, metric: str, values: Sequence[float],
+                     seconds: Optional[float] = None) -> None:
+        """One row holding the mean, the standard deviation (``ddof=1``; none for one seed) and the
+        number of ``values``, one per seed (e.g. ``runs.values("test_acc")`` of
+        :func:`survey_lib.recipes.run_seeds`)."""
+        values = [float(v) for v in values]
+        if not values:
+            raise ValueError(f"no values to record for {metric} of {method}")
+        mean = statistics.fmean(values)
+        std = statistics.stdev(values) if len(values) > 1 else None
+        self.record(method, dataset, metric, mean, seconds, std, len(values))

@@ -1,6 +1,6 @@
 """Test-suite settings: one torch thread per worker (two workers share two cores), no progress
-bars, a headless matplotlib backend, and figures written to a temporary folder so smoke runs never
-touch the committed ``figures/``."""
+bars, a headless matplotlib backend, and figures and cached models written to temporary folders so
+smoke runs never touch the committed ``figures/`` or the project's ``.cache/``."""
 import os
 import tempfile
 
@@ -10,6 +10,7 @@ os.environ["MPLBACKEND"] = "Agg"
 os.environ["SURVEY_PROGRESS"] = "0"
 os.environ["SURVEY_NUM_THREADS"] = "1"
 os.environ["SURVEY_FIGURES_DIR"] = tempfile.mkdtemp(prefix="survey_figures_")
+os.environ["SURVEY_CACHE"] = tempfile.mkdtemp(prefix="survey_cache_")  # never the project's model cache
 
 import pytest  # noqa: E402
 import torch  # noqa: E402

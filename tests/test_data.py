@@ -9,7 +9,7 @@ from survey_lib.data import (DIGITS_MEAN, DIGITS_STD, DatasetNotFoundError, Digi
 
 def test_digits_split_is_fixed_and_stratified():
     s = digits_split()
-    assert len(s.x_train) == 1437 and len(s.x_test) == 360
+    assert len(s.x_train) == 1257 and len(s.x_val) == 180 and len(s.x_test) == 360
     assert s.x_train.shape[1:] == (8, 8) and 0.0 <= s.x_train.min() and s.x_train.max() <= 1.0
     counts = np.bincount(s.y_test, minlength=10)
     assert counts.min() >= 35 and counts.max() <= 37  # 360 / 10 per class, +-1
@@ -37,8 +37,8 @@ def test_digits_dataset_resize_rule_and_augmentation():
 
 def test_label_fraction_is_stratified():
     ds = DigitsDataset(train=True, label_fraction=0.1)
-    assert abs(len(ds) - 144) <= 1
-    assert torch.bincount(ds.targets, minlength=10).min() >= 13
+    assert abs(len(ds) - 126) <= 1
+    assert torch.bincount(ds.targets, minlength=10).min() >= 12
     with pytest.raises(ValueError, match="label_fraction"):
         DigitsDataset(label_fraction=0.0)
 
@@ -53,7 +53,7 @@ def test_photos_and_lfw_are_offline_and_sized():
     x2, y2 = crops[3]
     assert x1.shape == (3, 24, 24) and torch.equal(x1, x2) and y1 == y2  # deterministic per index
     lfw_tr, lfw_te = LFWSubset(train=True), LFWSubset(train=False)
-    assert len(lfw_tr) == 150 and len(lfw_te) == 50
+    assert len(lfw_tr) == 125 and len(lfw_te) == 50
     assert lfw_te.targets.sum() == 25  # stratified: half faces
 
 

@@ -25,13 +25,13 @@ def test_the_methods_of_the_survey_are_registered():
 def test_every_recipe_trains_under_smoke_and_resumes_from_its_checkpoint(name, tmp_path):
     recipe = get_recipe(name)
     ckpt = str(tmp_path / f"{name}.pt")
-    first = recipe.run("smoke", seed=0, checkpoint=ckpt, progress=False)
+    first = recipe.run("smoke", seed=0, checkpoint=ckpt, progress=False, cache=False)
     assert isinstance(first, RecipeResult) and first.recipe == name and first.profile == "smoke"
     assert len(first.history.rows) == first.config["train"]["epochs"]
     assert first.metrics and all(v is None or math.isfinite(v) for v in first.metrics.values())
     assert not first.model.training
     # The same command again finds the finished checkpoint: nothing is retrained, the same model returns.
-    again = recipe.run("smoke", seed=0, checkpoint=ckpt, progress=False)
+    again = recipe.run("smoke", seed=0, checkpoint=ckpt, progress=False, cache=False)
     assert again.history.rows == first.history.rows
     assert again.history.step_losses == first.history.step_losses
     for (k, a), b in zip(first.model.state_dict().items(), again.model.state_dict().values()):
@@ -99,3 +99,46 @@ def test_a_recipe_from_outside_the_package_trains_through_survey_train(capsys, t
     assert result["test_acc"] > 0.8  # logistic regression on the digits' pixels learns in 3 epochs
     with pytest.raises(ValueError, match="already registered"):
         register(Recipe(**{**TOY.__dict__, "summary": "another"}))
+
+
+# ---------------------------------------------------------------------------------------------
+# the model cache
+# ---------------------------------------------------------------------------------------------
+def test_the_same_run_comes_from_the_cache_and_a_changed_one_trains(monkeypatch, tmp_path):
+    monkeypatch.setenv("SURVEY_CACHE", str(tmp_path / "cache"))
+    recipe = get_recipe("vit")
+    first = recipe.run("smoke", seed=0, progress=False)
+    assert first.extras["cache"] == "stored"
+    hit = recipe.run("smoke", seed=0, progress=False)
+    assert hit.extras["cache"] == "hit" and hit.metrics == first.metrics and hit.history.rows == first.history.rows
+    assert all(torch.equal(a, b) for a, b in zip(first.model.state_dict().values(), hit.model.state_dict().values()))
+    assert accuracy(hit.model, get_recipe("vit").data(hit.config, 0).test) == first.metrics["test_acc"]
+    changed = recipe.run("smoke", seed=0, progress=False, overrides={"train": {"lr": 2e-3}})
+    assert changed.extras["cache"] == "stored" and changed.history.step_losses != first.history.step_losses
+    assert recipe.run("smoke", seed=1, progress=False).extras["cache"] == "stored"  # another seed, another key
+
+
+def test_a_corrupt_cache_entry_is_reported_and_retrained(monkeypatch, tmp_path):
+    monkeypatch.setenv("SURVEY_CACHE", str(tmp_path / "cache"))
+    recipe = get_recipe("vit")
+    first = recipe.run("smoke", seed=0, progress=False)
+    (entry,) = (tmp_path / "cache" / "vit").glob("*.pt")
+    entry.write_bytes(entry.read_bytes()[:100])  # truncated
+    with pytest.warns(RuntimeWarning, match="cannot be used.*training again"):
+        again = recipe.run("smoke", seed=0, progress=False)
+    assert again.extras["cache"] == "stored" and again.metrics == first.metrics
+    assert recipe.run("smoke", seed=0, progress=False).extras["cache"] == "hit"
+    monkeypatch.setenv("SURVEY_FRESH", "1")  # survey run --fresh: train again, replace the entry
+    assert recipe.run("smoke", seed=0, progress=False).extras["cache"] == "stored"
+
+
+def test_seeds_runner_reports_each_seed_and_the_spread(monkeypatch, tmp_path):
+    from survey_lib.recipes import run_seeds
+
+    monkeypatch.setenv("SURVEY_CACHE", str(tmp_path / "cache"))
+    runs = run_seeds("vit", "smoke", seeds=(0, 1, 2), overrides={"train": {"epochs": 1}}, progress=False)
+    accs = runs.values("test_acc")
+    assert len(accs) == 3 and runs.seeds == [0, 1, 2]
+    assert runs.mean("test_acc") == pytest.approx(sum(accs) / 3)
+    assert runs.std("test_acc") == pytest.approx(torch.tensor(accs).std().item())
+    assert runs.summary()["test_acc"][2] == 3

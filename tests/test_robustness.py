@@ -145,7 +145,7 @@ def _write(path, text, bom=False):
     path.write_bytes(("\ufeff" if bom else "").encode() + text.encode())
 
 
-HEADER = "notebook,method,dataset,profile,metric,value,seconds\n"
+HEADER = "notebook,method,dataset,profile,metric,value,seconds\n"  # the older layout: read, then rewritten
 
 
 def test_a_stray_quote_is_refused_with_its_line_and_the_file_is_not_rewritten(figures_tmp):
@@ -357,7 +357,7 @@ def test_the_data_root_is_read_when_a_dataset_is_loaded(tmp_path, monkeypatch):
 # ---------------------------------------------------------------------------------------------
 def test_sigkill_then_the_same_command_continues_exactly(tmp_path):
     cmd = SURVEY + ["train", "vit", "--profile", "smoke", "--set", "train.epochs=6"]
-    env = dict(os.environ, SURVEY_PROGRESS="0", OMP_NUM_THREADS="1")
+    env = dict(os.environ, SURVEY_PROGRESS="0", OMP_NUM_THREADS="1", SURVEY_FRESH="1")  # train, never from the cache
     reference = tmp_path / "uninterrupted.pt"
     subprocess.run(cmd + ["--checkpoint", str(reference)], check=True, capture_output=True, env=env, cwd=ROOT, timeout=300)
     killed = tmp_path / "killed.pt"

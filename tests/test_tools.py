@@ -86,7 +86,8 @@ def test_summary_rows_are_replaced_not_duplicated(figures_tmp):
     assert len(rows) == 2
     assert {r["profile"]: r["value"] for r in rows} == {"cpu": "0.95", "smoke": "0.3"}
     with open(figures_tmp / "summary.csv") as f:
-        assert next(csv.reader(f)) == ["notebook", "method", "dataset", "profile", "metric", "value", "seconds"]
+        assert next(csv.reader(f)) == ["notebook", "method", "dataset", "profile", "metric", "value", "std", "n_seeds",
+                                       "seconds"]
     with pytest.raises(ValueError, match="fraction"):
         record_result("01_vit", "vit", "digits", "cpu", "test_acc", 97.5)
     with pytest.raises(ValueError, match="non-finite"):

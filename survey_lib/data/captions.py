@@ -168,7 +168,7 @@ class CaptionedDigits(Dataset):
     tokenised once, in the constructor.
 
     Args:
-        train: the 1,437-image training split or the 360-image test split (``DigitsDataset``).
+        train: the training split or the test split (``DigitsDataset``).
         templates: prompt templates (default :data:`TRAIN_TEMPLATES`).
         tokenizer: a :class:`CaptionTokenizer` (default: context length 16).
         img_size, augment, in_chans, seed: as :class:`survey_lib.data.DigitsDataset` (``in_chans=3``

@@ -1,7 +1,7 @@
 """scikit-learn's handwritten digits: the fixed split and the torch Dataset (the ``smoke`` data).
 
 * :func:`digits_split` - scikit-learn's 1,797 digits (UCI optdigits test set, 8 x 8 grey, 10
-  classes) with a fixed stratified split of 1,437 train / 360 test images.
+  classes) with a fixed stratified split of 1,257 train / 180 validation / 360 test images.
 * :class:`DigitsDataset` - the split as a torch Dataset, upsampled for patch-based models, with
   random shifts as augmentation.
 
@@ -39,11 +39,21 @@ class DigitsSplit:
     y_train: np.ndarray
     x_test: np.ndarray
     y_test: np.ndarray
+    x_val: np.ndarray
+    y_val: np.ndarray
+
+    def part(self, split: str) -> Tuple[np.ndarray, np.ndarray]:
+        """Images and labels of ``"train"``, ``"val"`` or ``"test"``."""
+        if split not in ("train", "val", "test"):
+            raise ValueError(f"unknown split {split!r}; choose one of ('train', 'val', 'test')")
+        return getattr(self, f"x_{split}"), getattr(self, f"y_{split}")
 
 
-def digits_split(seed: int = 0, test_size: int = 360) -> DigitsSplit:
-    """scikit-learn's digits with a stratified train/test split (default: 1,437 / 360, seed 0).
+def digits_split(seed: int = 0, test_size: int = 360, val_size: int = 180) -> DigitsSplit:
+    """scikit-learn's digits with a fixed stratified split: 1,257 train / 180 validation / 360 test.
 
+    The 360 test images are drawn first (the same test split as before validation existed), then
+    180 validation images from the remaining 1,437, both stratified with ``random_state=seed``.
     Pixel values 0..16 are divided by 16, giving [0, 1].
 
     Shapes: x_* (n, 8, 8) float32; y_* (n,) int64.
@@ -54,8 +64,9 @@ def digits_split(seed: int = 0, test_size: int = 360) -> DigitsSplit:
     d = load_digits()
     x = (d.images / 16.0).astype(np.float32)
     y = d.target.astype(np.int64)
-    x_tr, x_te, y_tr, y_te = train_test_split(x, y, test_size=test_size, stratify=y, random_state=seed)
-    return DigitsSplit(x_tr, y_tr, x_te, y_te)
+    x_rest, x_te, y_rest, y_te = train_test_split(x, y, test_size=test_size, stratify=y, random_state=seed)
+    x_tr, x_va, y_tr, y_va = train_test_split(x_rest, y_rest, test_size=val_size, stratify=y_rest, random_state=seed)
+    return DigitsSplit(x_tr, y_tr, x_te, y_te, x_va, y_va)
 
 
 class DigitsDataset(Dataset):
@@ -68,7 +79,8 @@ class DigitsDataset(Dataset):
     crop), a label-preserving augmentation for digits (flips and rotations are not: 6 vs 9).
 
     Args:
-        train: the 1,437-image training split, or the 360-image test split.
+        train: the training split (True) or the test split (False); ``split`` overrides it.
+        split: ``"train"`` (1,257 images), ``"val"`` (180) or ``"test"`` (360); see :func:`digits_split`.
         img_size: output side in pixels (8 keeps the raw grid).
         augment: random shifts (training only makes sense).
         in_chans: 1 (grey) or 3 (the grey channel repeated, for RGB models).
@@ -90,14 +102,16 @@ class DigitsDataset(Dataset):
         max_shift: Optional[int] = None,
         label_fraction: float = 1.0,
         seed: int = 0,
+        split: Optional[str] = None,
     ) -> None:
         if in_chans not in (1, 3):
             raise ValueError(f"in_chans must be 1 or 3, got {in_chans}")
         if not 0.0 < label_fraction <= 1.0:
             raise ValueError(f"label_fraction must be in (0, 1], got {label_fraction}")
-        split = digits_split(seed)
-        x, y = (split.x_train, split.y_train) if train else (split.x_test, split.y_test)
-        if train and label_fraction < 1.0:
+        split = split or ("train" if train else "test")
+        x, y = digits_split(seed).part(split)
+        self.split = split
+        if split == "train" and label_fraction < 1.0:
             from sklearn.model_selection import train_test_split
 
             keep, _ = train_test_split(np.arange(len(y)), train_size=label_fraction, stratify=y, random_state=seed)

@@ -36,6 +36,7 @@ class DatasetNotFoundError(FileNotFoundError):
 
 #: torchvision class and the folder it expects under ``root``.
 TORCHVISION_DATASETS: Dict[str, Tuple[str, str]] = {
+    "mnist": ("MNIST", "MNIST"),
     "cifar10": ("CIFAR10", "cifar-10-batches-py"),
     "cifar100": ("CIFAR100", "cifar-100-python"),
     "flowers102": ("Flowers102", "flowers-102"),
@@ -87,7 +88,7 @@ def load_torchvision_dataset(
         )
     cls = getattr(tvd, cls_name)
     kwargs: dict = dict(root=str(root), transform=transform, download=download)
-    if cls_name.startswith("CIFAR"):
+    if cls_name.startswith("CIFAR") or cls_name == "MNIST":
         kwargs["train"] = train
     elif cls_name == "OxfordIIITPet":
         kwargs["split"] = "trainval" if train else "test"

@@ -91,8 +91,13 @@ class PhotoCrops(Dataset):
 class LFWSubset(Dataset):
     """scikit-image's LFW subset: 100 face and 100 non-face grey 25 x 25 crops (label 1 = face).
 
-    A fixed stratified split (seed 0) keeps ``test_size`` images for testing. Images are resized
-    bilinearly to ``img_size`` and scaled to [-1, 1].
+    A fixed stratified split (seed 0): ``test_size`` images for testing, then ``val_size`` of the
+    rest for validation (default 125 / 25 / 50). Images are resized bilinearly to ``img_size`` and
+    scaled to [-1, 1].
+
+    Args:
+        train: the training split (True) or the test split (False); ``split`` overrides it.
+        split: ``"train"``, ``"val"`` or ``"test"``.
 
     Shapes: item = (image (in_chans, img_size, img_size) float32, label int).
     """
@@ -100,14 +105,19 @@ class LFWSubset(Dataset):
     classes = ["non-face", "face"]
 
     def __init__(self, train: bool = True, img_size: int = 32, in_chans: int = 1, test_size: int = 50,
-                 augment: bool = False, seed: int = 0) -> None:
+                 augment: bool = False, seed: int = 0, split: Optional[str] = None, val_size: int = 25) -> None:
         import skimage.data
         from sklearn.model_selection import train_test_split
 
+        split = split or ("train" if train else "test")
+        if split not in ("train", "val", "test"):
+            raise ValueError(f"unknown split {split!r}; choose one of ('train', 'val', 'test')")
         x = np.asarray(skimage.data.lfw_subset(), dtype=np.float32)  # (200, 25, 25) in [0, 1]
         y = np.r_[np.ones(100), np.zeros(100)].astype(np.int64)
         x_tr, x_te, y_tr, y_te = train_test_split(x, y, test_size=test_size, stratify=y, random_state=seed)
-        x, y = (x_tr, y_tr) if train else (x_te, y_te)
+        x_tr, x_va, y_tr, y_va = train_test_split(x_tr, y_tr, test_size=val_size, stratify=y_tr, random_state=seed)
+        x, y = {"train": (x_tr, y_tr), "val": (x_va, y_va), "test": (x_te, y_te)}[split]
+        self.split = split
         imgs = torch.from_numpy(x).unsqueeze(1)  # (n, 1, 25, 25)
         imgs = v2.Resize((img_size, img_size), antialias=True)(imgs) * 2 - 1  # (n, 1, S, S)
         self.images = imgs.expand(-1, in_chans, -1, -1).contiguous()

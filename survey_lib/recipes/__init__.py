@@ -12,12 +12,12 @@ package is imported here, so a new method is a new file: it registers itself, an
 import importlib
 import pkgutil
 
-from .base import (PROFILES, Recipe, RecipeData, RecipeResult, RunContext, UnknownRecipeError, get_recipe,
-                   list_recipes, merge_config, profile_config, register, run_recipe)
+from .base import (PROFILES, Recipe, RecipeData, RecipeResult, RunContext, SeedsResult, UnknownRecipeError,
+                   get_recipe, list_recipes, merge_config, profile_config, register, run_recipe, run_seeds)
 
-__all__ = ["PROFILES", "Recipe", "RecipeData", "RecipeResult", "RunContext", "UnknownRecipeError", "get_recipe",
-           "list_recipes", "merge_config", "profile_config", "register", "run_recipe"]
+__all__ = ["PROFILES", "Recipe", "RecipeData", "RecipeResult", "RunContext", "SeedsResult", "UnknownRecipeError",
+           "get_recipe", "list_recipes", "merge_config", "profile_config", "register", "run_recipe", "run_seeds"]
 
 for _module in pkgutil.iter_modules(__path__):
-    if _module.name != "base":
+    if _module.name not in ("base", "cache", "common"):
         importlib.import_module(f"{__name__}.{_module.name}")

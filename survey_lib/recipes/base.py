@@ -25,7 +25,10 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Union
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
+import torch
+
 from ..train import History, TrainConfig, fit, seed_everything
+from . import cache as model_cache
 
 __all__ = [
     "PROFILES",
@@ -40,6 +43,8 @@ __all__ = [
     "get_recipe",
     "list_recipes",
     "run_recipe",
+    "SeedsResult",
+    "run_seeds",
 ]
 
 PROFILES = ("smoke", "cpu", "full")
@@ -207,7 +212,7 @@ class Recipe:
 
     def run(self, profile: str = "cpu", seed: int = 0, checkpoint: Optional[str] = None, resume: bool = True,
             overrides: Optional[Mapping[str, Any]] = None, progress: Optional[bool] = None,
-            desc: Optional[str] = None) -> RecipeResult:
+            desc: Optional[str] = None, cache: Optional[bool] = None) -> RecipeResult:
         """Train and evaluate the method: seed -> data -> build -> fit -> evaluate.
 
         Args:
@@ -216,17 +221,33 @@ class Recipe:
                 it when it exists (``resume=False`` starts over).  overrides: merged into the
                 configuration.  progress: show the progress bar (None: unless ``SURVEY_PROGRESS=0``).
                 desc: its label (default ``"<name> [<profile>]"``).
+            cache: reuse the model cache (:mod:`survey_lib.recipes.cache`) when it holds this exact
+                run, and store the run there otherwise; None: yes, except that ``SURVEY_FRESH=1``
+                trains again (and replaces the entry); False: neither read nor write it. A run
+                given a ``checkpoint`` trains (or resumes) from it and only writes the cache.
 
         Raises:
             ValueError: an unknown profile, or a bad configuration value.  KeyError: an override of a
                 key that does not exist.
         """
         cfg = self.config(profile, overrides)
+        read_cache = model_cache.cache_enabled() if cache is None else cache  # SURVEY_FRESH: write, don't read
+        write_cache = cache is not False
+        description = {"recipe": self.name, "version": self.version, "profile": profile, "seed": seed, "config": cfg,
+                       "threads": torch.get_num_threads()}
+        key = model_cache.cache_key(description)
+        entry = model_cache.load_entry(self.name, key) if read_cache and checkpoint is None else None
         data = self.data(cfg, seed)
         if self.prepare is not None:
             self.prepare(cfg, data, RunContext(profile, seed, checkpoint, resume, progress))
         seed_everything(seed)
         model = self.build(cfg, data)
+        if entry is not None:  # the same run was trained before: its weights, history and metrics
+            model.load_state_dict(entry["model"])
+            model.eval()
+            history = History(rows=entry["history"]["rows"], step_losses=entry["history"]["step_losses"])
+            extras = dict(data.extras, **entry["extras"], cache="hit", cache_key=key)
+            return RecipeResult(self.name, profile, seed, cfg, model, history, dict(entry["metrics"]), extras)
         step_fn = self.step(cfg, data, model) if self.step is not None else None
         eval_fn = self.eval_fn(cfg, data) if self.eval_fn is not None else None
         tc = self.train_config(cfg, seed, profile, checkpoint, resume, progress, desc)
@@ -234,6 +255,12 @@ class Recipe:
         t0 = time.perf_counter()
         metrics = dict(self.evaluate(model, data, cfg, history))
         extras = dict(data.extras, evaluate_seconds=time.perf_counter() - t0)
+        if write_cache:
+            plain = {k: v for k, v in extras.items() if v is None or isinstance(v, (bool, int, float, str))}
+            model_cache.store_entry(self.name, key, {
+                "model": model.state_dict(), "metrics": metrics, "extras": plain, "description": description,
+                "history": {"rows": history.rows, "step_losses": history.step_losses}})
+            extras.update(cache="stored", cache_key=key)
         return RecipeResult(self.name, profile, seed, cfg, model, history, metrics, extras)
 
 
@@ -278,3 +305,57 @@ def list_recipes() -> List[str]:
 def run_recipe(name: str, profile: str = "cpu", seed: int = 0, **kwargs) -> RecipeResult:
     """``get_recipe(name).run(profile, seed, **kwargs)``."""
     return get_recipe(name).run(profile, seed, **kwargs)
+
+
+@dataclass
+class SeedsResult:
+    """One recipe run with several seeds: every seed's result, and each metric's mean and spread.
+
+    ``values("test_acc")`` is the list over seeds; ``mean``/``std`` (``ddof=1``; None for one seed)
+    summarise it; ``seconds`` sums the seeds' training time.
+    """
+
+    recipe: str
+    profile: str
+    seeds: List[int]
+    results: List[RecipeResult]
+
+    def values(self, metric: str) -> List[float]:
+        return [float(r.metrics[metric]) for r in self.results]
+
+    def mean(self, metric: str) -> float:
+        v = self.values(metric)
+        return sum(v) / len(v)
+
+    def std(self, metric: str) -> Optional[float]:
+        v = self.values(metric)
+        if len(v) < 2:
+            return None
+        m = sum(v) / len(v)
+        return (sum((x - m) ** 2 for x in v) / (len(v) - 1)) ** 0.5
+
+    @property
+    def seconds(self) -> float:
+        return sum(r.seconds for r in self.results)
+
+    def summary(self) -> Dict[str, Any]:
+        """``{metric: (mean, std, n)}`` for every numeric metric of the runs."""
+        metrics = [k for k, v in self.results[0].metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)]
+        return {k: (self.mean(k), self.std(k), len(self.results)) for k in metrics}
+
+
+def run_seeds(recipe: Union[str, Recipe], profile: str = "cpu", seeds=(0, 1, 2), **kwargs) -> SeedsResult:
+    """Run a recipe once per seed (each run from the model cache when it holds it).
+
+    Args:
+        recipe: a registered name or a :class:`Recipe`.  seeds: the seeds (at least 3 for any
+            comparison under ``cpu``).  kwargs: passed to :meth:`Recipe.run` (``overrides``, ...).
+
+    Raises:
+        ValueError: no seeds.
+    """
+    recipe = get_recipe(recipe) if isinstance(recipe, str) else recipe
+    seeds = [int(s) for s in seeds]
+    if not seeds:
+        raise ValueError("run_seeds needs at least one seed")
+    return SeedsResult(recipe.name, profile, seeds, [recipe.run(profile, seed=s, **kwargs) for s in seeds])

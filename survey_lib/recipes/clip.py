@@ -89,7 +89,8 @@ def clip_train_config(profile: str, **overrides) -> TrainConfig:
 def _data(cfg, seed) -> RecipeData:
     tokenizer = CaptionTokenizer(cfg["model"]["text_cfg"]["context_length"])
     train = CaptionedDigits(train=True, tokenizer=tokenizer, augment=True, seed=0)
-    return RecipeData(train=train, test=DigitsDataset(train=False), extras={"tokenizer": tokenizer})
+    return RecipeData(train=train, test=DigitsDataset(split="test"),
+                      extras={"tokenizer": tokenizer, "val": DigitsDataset(split="val")})
 
 
 def _metrics(model, data, cfg, history):

@@ -6,25 +6,31 @@ from typing import Any, Dict
 from torch import nn
 
 from ..cost import count_parameters
-from ..data import DigitsDataset
+from ..data import classification_dataset
 from ..evaluate import accuracy
 from ..train import History
 from .base import RecipeData
 
-__all__ = ["digits_classification_data", "classifier_metrics"]
+__all__ = ["DIGITS_DATA", "classification_data", "classifier_metrics"]
+
+#: The ``data`` section of a recipe on the 32 px digits (the ``smoke`` data).
+DIGITS_DATA = {"dataset": "digits", "img_size": 32, "in_chans": 1, "augment": True}
 
 
-def digits_classification_data(cfg: Dict[str, Any], seed: int) -> RecipeData:
-    """The digits for a classifier: the training split with random shifts, the test split plain.
+def classification_data(cfg: Dict[str, Any], seed: int) -> RecipeData:
+    """A labelled dataset's three splits for a classifier: ``train`` (with random shifts when
+    ``data.augment``) to learn, ``val`` for the per-epoch curves (and every choice made while
+    tuning), ``test`` for the final metrics, read once at the end.
 
-    ``cfg["data"]`` may set ``img_size`` (default 32) and ``in_chans`` (default 1). The per-epoch
-    curves are drawn on ``val``, here the test split.
+    ``cfg["data"]``: ``dataset`` (``digits``, ``mnist5k``, ``mnist``), ``img_size``, ``in_chans``,
+    ``augment`` and optionally ``max_shift`` and ``label_fraction`` (of the training split).
     """
-    opts = dict(cfg.get("data", {}))
-    img_size, in_chans = opts.get("img_size", 32), opts.get("in_chans", 1)
-    train = DigitsDataset(train=True, augment=True, img_size=img_size, in_chans=in_chans)
-    test = DigitsDataset(train=False, img_size=img_size, in_chans=in_chans)
-    return RecipeData(train=train, val=test, test=test)
+    opts = {**DIGITS_DATA, **cfg.get("data", {})}
+    common = dict(img_size=opts["img_size"], in_chans=opts["in_chans"])
+    train = classification_dataset(opts["dataset"], "train", augment=opts["augment"], max_shift=opts.get("max_shift"),
+                                   label_fraction=opts.get("label_fraction", 1.0), **common)
+    return RecipeData(train=train, val=classification_dataset(opts["dataset"], "val", **common),
+                      test=classification_dataset(opts["dataset"], "test", **common))
 
 
 def classifier_metrics(model: nn.Module, data: RecipeData, cfg: Dict[str, Any], history: History) -> Dict[str, float]:

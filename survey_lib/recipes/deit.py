@@ -17,7 +17,7 @@ from ..evaluate import accuracy, agreement_eval_fn, teacher_agreement
 from ..models.deit import DistilledVisionTransformer
 from ..objectives.distillation import DISTILL_HPARAMS, DistillationLoss, deit_step
 from .base import Recipe, RunContext, profile_config, register
-from .common import digits_classification_data
+from .common import classification_data
 from .teacher import RECIPE as TEACHER
 from .vit import VIT_MODELS, VIT_TRAIN
 
@@ -66,10 +66,10 @@ RECIPE = register(Recipe(
     name="deit",
     summary="DeiT: CNN teacher, then the ViT with a distillation token (hard distillation); test accuracy",
     configs=CONFIGS,
-    data=digits_classification_data,
+    data=classification_data,
     prepare=_train_teacher,
     build=lambda cfg, data: DistilledVisionTransformer(**cfg["model"]),
     step=_step,
-    eval_fn=lambda cfg, data: agreement_eval_fn(data.test, data.extras["teacher"]),
+    eval_fn=lambda cfg, data: agreement_eval_fn(data.val, data.extras["teacher"]),
     evaluate=_metrics,
 ))

@@ -18,7 +18,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from ..data import DIGITS_MEAN, DIGITS_STD, BatchMultiCrop, DigitsDataset, MultiCropTransform
-from ..evaluate import probe_eval_fn
+from ..evaluate import probe_accuracies, probe_eval_fn
 from ..models.nat import NAT
 from ..models.vit import VisionTransformer
 from ..objectives.dino import build_dino, dino_step
@@ -88,12 +88,12 @@ def digits_loader(base: Dataset, crops: dict, batch_size: int, seed: int = 0) ->
 
 def _data(cfg, seed) -> RecipeData:
     size = cfg["vit"]["img_size"]
-    base = DigitsDataset(train=True, img_size=size)
+    base = DigitsDataset(split="train", img_size=size)
     if cfg.get("train_subset"):
         base = torch.utils.data.Subset(base, range(cfg["train_subset"]))
     return RecipeData(train=digits_loader(base, cfg["crops"], cfg["train"]["batch_size"], seed),
-                      test=DigitsDataset(train=False, img_size=size),
-                      extras={"probe_train": DigitsDataset(train=True, img_size=size)})
+                      val=DigitsDataset(split="val", img_size=size), test=DigitsDataset(split="test", img_size=size),
+                      extras={"probe_train": DigitsDataset(split="train", img_size=size)})
 
 
 def _build(cfg, data):
@@ -109,8 +109,8 @@ def _build(cfg, data):
 
 
 def _metrics(model, data, cfg, history) -> Dict[str, float]:
-    last = history.last
-    return {"test_acc": last.get("knn_acc"), "knn_acc": last.get("knn_acc"), "linear_acc": last.get("linear_acc")}
+    test = probe_accuracies(model.teacher_embed, data.extras["probe_train"], data.test)
+    return {"test_acc": test["knn_acc"], **test}
 
 
 def _recipe(name: str, backbone: str, summary: str) -> Recipe:
@@ -121,7 +121,7 @@ def _recipe(name: str, backbone: str, summary: str) -> Recipe:
         data=_data,
         build=_build,
         step=lambda cfg, data, model: dino_step,
-        eval_fn=lambda cfg, data: probe_eval_fn(lambda m: m.teacher_embed, data.extras["probe_train"], data.test),
+        eval_fn=lambda cfg, data: probe_eval_fn(lambda m: m.teacher_embed, data.extras["probe_train"], data.val),
         evaluate=_metrics,
     )
 

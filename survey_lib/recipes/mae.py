@@ -63,8 +63,8 @@ def mae_train_config(profile: str, **overrides) -> TrainConfig:
 
 
 def _data(cfg, seed) -> RecipeData:
-    return RecipeData(train=DigitsDataset(train=True, augment=True), test=DigitsDataset(train=False),
-                      extras={"probe_train": DigitsDataset(train=True)})
+    return RecipeData(train=DigitsDataset(split="train", augment=True), test=DigitsDataset(split="test"),
+                      extras={"probe_train": DigitsDataset(split="train"), "val": DigitsDataset(split="val")})
 
 
 def _metrics(model, data, cfg, history):

@@ -10,7 +10,7 @@ from typing import Dict
 
 from ..models.nat import NAT
 from .base import Recipe, profile_config, register
-from .common import classifier_metrics, digits_classification_data
+from .common import classifier_metrics, classification_data
 
 __all__ = ["NAT_MODELS", "NAT_TRAIN", "CONFIGS", "RECIPE", "nat_for_profile"]
 
@@ -49,7 +49,7 @@ RECIPE = register(Recipe(
     name="nat",
     summary="Neighborhood Attention Transformer on the digits (32 px, random shifts); test accuracy",
     configs=CONFIGS,
-    data=digits_classification_data,
+    data=classification_data,
     build=lambda cfg, data: NAT(**cfg["model"]),
     evaluate=classifier_metrics,
 ))

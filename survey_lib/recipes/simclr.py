@@ -38,9 +38,9 @@ CONFIGS: Dict[str, dict] = {
 
 def _data(cfg, seed) -> RecipeData:
     size = cfg["encoder"]["img_size"]
-    return RecipeData(train=TwoViews(DigitsDataset(train=True, img_size=size), simclr_augment(img_size=size)),
-                      test=DigitsDataset(train=False, img_size=size),
-                      extras={"probe_train": DigitsDataset(train=True, img_size=size)})
+    return RecipeData(train=TwoViews(DigitsDataset(split="train", img_size=size), simclr_augment(img_size=size)),
+                      val=DigitsDataset(split="val", img_size=size), test=DigitsDataset(split="test", img_size=size),
+                      extras={"probe_train": DigitsDataset(split="train", img_size=size)})
 
 
 def _build(cfg, data) -> SimCLR:
@@ -48,14 +48,14 @@ def _build(cfg, data) -> SimCLR:
     return SimCLR(VisionTransformer(**cfg["encoder"]), feature_dim=width, proj_dim=cfg["proj_dim"], hidden_dim=4 * width)
 
 
-def _knn(model, data) -> float:
+def _knn(model, data, split: str) -> float:
     a, ya = extract_features(model.embed, data.extras["probe_train"])
-    b, yb = extract_features(model.embed, data.test)
+    b, yb = extract_features(model.embed, getattr(data, split))
     return knn_classify(a, ya, b, yb)
 
 
 def _metrics(model, data, cfg, history) -> Dict[str, float]:
-    knn = _knn(model, data)
+    knn = _knn(model, data, "test")
     return {"test_acc": knn, "knn_acc": knn}
 
 
@@ -66,6 +66,6 @@ RECIPE = register(Recipe(
     data=_data,
     build=_build,
     step=lambda cfg, data, model: simclr_step(NTXentLoss(cfg["temperature"])),
-    eval_fn=lambda cfg, data: (lambda m: {"val_acc": _knn(m, data)}),
+    eval_fn=lambda cfg, data: (lambda m: {"val_acc": _knn(m, data, "val")}),
     evaluate=_metrics,
 ))

@@ -11,7 +11,7 @@ from typing import Dict
 from ..models.swin import SwinTransformer
 from ..train import TrainConfig
 from .base import Recipe, profile_config, register
-from .common import classifier_metrics, digits_classification_data
+from .common import classifier_metrics, classification_data
 
 __all__ = ["SWIN_MODELS", "SWIN_TRAIN", "CONFIGS", "RECIPE", "swin_for_profile", "swin_train_config"]
 
@@ -59,7 +59,7 @@ RECIPE = register(Recipe(
     name="swin",
     summary="Swin Transformer (shifted windows) on the digits (32 px, random shifts); test accuracy",
     configs=CONFIGS,
-    data=digits_classification_data,
+    data=classification_data,
     build=lambda cfg, data: SwinTransformer(**cfg["model"]),
     evaluate=classifier_metrics,
 ))

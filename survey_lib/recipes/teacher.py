@@ -12,7 +12,7 @@ from torch import nn
 from ..models.resnet import timm_resnet
 from ..train import TrainConfig
 from .base import Recipe, profile_config, register
-from .common import classifier_metrics, digits_classification_data
+from .common import classifier_metrics, classification_data
 
 __all__ = ["TEACHER_MODELS", "TEACHER_TRAIN", "CONFIGS", "RECIPE", "cnn_teacher", "teacher_train_config"]
 
@@ -63,7 +63,7 @@ RECIPE = register(Recipe(
     name="cnn_teacher",
     summary="DeiT's CNN teacher: a small timm ResNet on the digits; test accuracy",
     configs=CONFIGS,
-    data=digits_classification_data,
+    data=classification_data,
     build=lambda cfg, data: timm_resnet(**cfg["model"], in_chans=1, num_classes=10),
     evaluate=classifier_metrics,
 ))
