@@ -234,7 +234,7 @@ class Quote:
         top1: published ImageNet-1k validation top-1 in %, None if the row is about something else.
         source: paper, arXiv id and table (or abstract) where the figure is printed.
         review_quote: what the review document says (None: not quoted).
-        review_doc: which source document (SOURCES.md id).
+        review_doc: which source document quotes it (S1-S4: the DinoNAT paper, the FER study, the Ukrainian review, the ITMO thesis).
         review_params_m: parameters (millions) the review states, checked against the computed count.
         discrepancy: True if the review's figure does not belong to the model/setting it names.
         explanation: why, or what the quote leaves out.

@@ -1,5 +1,7 @@
-"""Every notebook: stored without outputs, one ``parameters`` cell with PROFILE, and it executes top
-to bottom under papermill with ``PROFILE="smoke"`` (this is how CI smoke-trains every method)."""
+"""Every notebook: stored without outputs, one ``parameters`` cell with PROFILE, no measured number
+typed into its markdown, no reference to a file outside the repository, and it executes top to
+bottom under papermill with ``PROFILE="smoke"`` (this is how CI smoke-trains every method)."""
+import re
 from pathlib import Path
 
 import nbformat
@@ -24,6 +26,60 @@ def test_notebook_is_stored_clean(path):
     assert "PROFILE" in params[0].source, f"{path.name}: the parameters cell must define PROFILE"
     first_code = next(c for c in nb.cells if c.cell_type == "code")
     assert first_code is params[0], f"{path.name}: the parameters cell must be the first code cell"
+
+
+#: What looks like a measured number in prose: a decimal percentage (``94.7%``), a time (``290 s``,
+#: ``6 minutes``), a speed-up (``3x faster``), or a whole percentage in a sentence about accuracy.
+MEASURED = re.compile(
+    r"(?<![\w.])\d+\.\d+\s?%"
+    r"|(?<![\w.])\d+(?:\.\d+)?\s?(?:ms|s|sec|seconds?|min|minutes?|h|hours?)\b"
+    r"|(?<![\w.])\d+(?:\.\d+)?\s?x\s(?:faster|slower|better|worse|more|less|fewer)"
+    r"|(?<![\w.])\d+%(?=[^.\n]*\b(?:accuracy|reach|score|k-NN|probe|top-1))"
+)
+#: A sentence (or its cell's first line) naming a source may quote numbers: a paper, a table, a
+#: source document (S1-S4), a target.
+SOURCE = re.compile(r"arXiv|et al\.|\bTables?\b|\bTab\.|\bFig\.|\bSec\.|\bpaper\b|published|quot|\bclaim|thesis|"
+                    r"\breview\b|\bS[1-4]\b|source|\btarget\b|\baim\b", re.I)
+CODE = re.compile(r"```.*?```|`[^`]*`|\$\$.*?\$\$|\$[^$]*\$", re.S)
+
+
+def typed_numbers(nb) -> list:
+    """(cell index, number, sentence) of every measured-looking number without a source in the markdown."""
+    found = []
+    for i, cell in enumerate(nb.cells):
+        if cell.cell_type != "markdown":
+            continue
+        text = CODE.sub(" ", cell.source)
+        first = text.strip().splitlines()[0] if text.strip() else ""
+        if SOURCE.search(first):
+            continue
+        for sentence in re.split(r"(?<=[.!?])\s+|\n\s*\n|\n[-*] ", text):
+            if not SOURCE.search(sentence):
+                found += [(i, m.group(0), sentence.strip()[:100]) for m in MEASURED.finditer(sentence)]
+    return found
+
+
+def test_the_numbers_rule_catches_typed_results_and_spares_quotes():
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_markdown_cell("The ViT reached 98.9% after 290 s."),
+                nbformat.v4.new_markdown_cell("ViT-B reaches 77.9% on ImageNet (the paper, Table 5)."),
+                nbformat.v4.new_markdown_cell("We mask 75% of the patches; the target is 98.0%."),
+                nbformat.v4.new_markdown_cell("Code is exempt: `acc = 0.95%`.")]
+    assert [(i, n) for i, n, _ in typed_numbers(nb)] == [(0, "98.9%"), (0, "290 s")]
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_no_measured_number_is_typed_into_markdown(path):
+    """Measured numbers are written by the code from the results (``IPython.display.Markdown``);
+    numbers quoted from papers and source documents name their source in the same sentence."""
+    found = typed_numbers(nbformat.read(path, as_version=4))
+    assert not found, f"{path.name}: measured-looking numbers typed into markdown: {found}"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_no_notebook_refers_to_a_file_outside_the_repository(path):
+    text = path.read_text()
+    assert not re.search(r"DESIGN\.md|SOURCES\.md|STYLE\.md|architecture\.json|\.\./shared", text), path.name
 
 
 @pytest.mark.notebook

@@ -174,7 +174,7 @@ class DINOLoss(nn.Module):
         student_temp: tau_s.  center_momentum: m.
         n_global_crops: teacher views (>= 2), the first ``n_global_crops`` student views.
         variant: ``"dino"`` (minimise H, the paper) or ``"source_sign"`` (minimise +sum t log s, the
-            sign error of SOURCES.md S1's Algorithm 1, i.e. *maximise* H; for the experiment only).
+            sign error of the DinoNAT paper's Algorithm 1, i.e. *maximise* H; for the experiment only).
         centering: subtract the centre (ablation switch; the centre is still tracked when off).
         sharpening: use tau_t; when off the teacher uses tau_s, i.e. it is not sharper than the
             student (ablation switch).

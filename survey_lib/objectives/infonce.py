@@ -14,7 +14,7 @@ win. CLIP's matrix is image x text (N x N, positives on the diagonal) and is rea
 is view x view (2N x 2N, the diagonal removed, the positive of view i is the other view of the same
 image).
 
-The review document (SOURCES.md, S3) writes CLIP's loss (its Eq. 4) exactly as below, but its
+The Ukrainian review of vision transformers and cross-modal learning writes CLIP's loss (its Eq. 4) exactly as below, but its
 InfoNCE (its Eq. 5) puts in the denominator only the positive and the *same* view's negatives
 ``s(h_i, h_j), j != i``; SimCLR's NT-Xent also uses the other view's negatives ``s(h_i, h'_j)``,
 2N - 2 negatives in all. :func:`infonce_review_eq5` implements the review's form so the notebook can
@@ -161,7 +161,7 @@ class NTXentLoss(nn.Module):
 
     The denominator runs over all 2N - 1 other views: the positive and 2N - 2 negatives, that is
     the other images in *both* views. (The review's Eq. 5 keeps only the same view's N - 1
-    negatives; see :func:`infonce_review_eq5` and SOURCES.md S3.) The self-similarity ``s_ii`` is
+    negatives; see :func:`infonce_review_eq5` and the review's Eq. 5.) The self-similarity ``s_ii`` is
     removed by setting it to -inf before the log-softmax.
 
     Args:
@@ -193,7 +193,7 @@ class NTXentLoss(nn.Module):
 
 
 def infonce_review_eq5(h: torch.Tensor, h_prime: torch.Tensor, temperature: float = 0.2) -> torch.Tensor:
-    """The review's InfoNCE (SOURCES.md S3, its Eq. 5), for comparison with :class:`NTXentLoss`::
+    """The review's InfoNCE (its Eq. 5), for comparison with :class:`NTXentLoss`::
 
         L_i = -log  exp(s(h_i, h'_i)/tau) / ( exp(s(h_i, h'_i)/tau) + sum_{j != i} exp(s(h_i, h_j)/tau) )
 

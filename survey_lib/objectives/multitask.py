@@ -1,8 +1,8 @@
 """Multi-task self-distillation for small datasets: the "Tort" framework of the ITMO thesis (S4).
 
-Source: the ITMO MSc thesis "Bringing Vision Transformers Closer to Individuals" (2022; SOURCES.md
-S4), framework "Tort" (code once published as ``detkov/tort``). It trains a ViT *from scratch* on a
-small dataset with three objectives at once, on top of DINO's student / EMA-teacher machinery:
+Source: the ITMO MSc thesis "Bringing Vision Transformers Closer to Individuals" (2022), framework
+"Tort" (code once published as ``detkov/tort``). It trains a ViT *from scratch* on a small dataset
+with three objectives at once, on top of DINO's student / EMA-teacher machinery:
 
     self-distillation   DINO's loss (Caron et al. 2021, arXiv:2104.14294, Eq. 3), the teacher sees
                         the 2 global views *and* the masked view:

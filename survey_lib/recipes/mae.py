@@ -25,7 +25,7 @@ __all__ = ["MAE_MODELS", "MAE_TRAIN", "CONFIGS", "RECIPE", "mae_for_profile", "m
 
 #: The encoder is the digits ViT of the same profile (without its head), plus a light decoder.
 MAE_MODELS: Dict[str, dict] = {
-    profile: {**{k: v for k, v in VIT_MODELS[profile].items() if k != "num_classes"}, **decoder}
+    profile: {**{k: v for k, v in VIT_MODELS[profile].items() if k not in ("num_classes", "global_pool")}, **decoder}
     for profile, decoder in {
         "smoke": dict(decoder_embed_dim=32, decoder_depth=1, decoder_num_heads=2, mask_ratio=0.75, norm_pix_loss=True, weight_init="vit"),
         "cpu": dict(decoder_embed_dim=64, decoder_depth=2, decoder_num_heads=4, mask_ratio=0.75, norm_pix_loss=True, weight_init="vit"),

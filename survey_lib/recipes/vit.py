@@ -27,9 +27,12 @@ __all__ = ["VIT_MODELS", "VIT_TRAIN", "MNIST_DATA", "MNIST_MODEL", "MNIST_TRAIN"
 
 #: CPU-sized ViT presets for the 32 x 32 digits (1 channel, 10 classes), by profile.
 VIT_MODELS: Dict[str, dict] = {
-    "smoke": dict(img_size=32, patch_size=8, in_chans=1, num_classes=10, embed_dim=32, depth=1, num_heads=2, mlp_ratio=2.0),
-    "cpu": dict(img_size=32, patch_size=4, in_chans=1, num_classes=10, embed_dim=64, depth=4, num_heads=4, mlp_ratio=2.0),
-    "full": dict(img_size=32, patch_size=4, in_chans=1, num_classes=10, embed_dim=192, depth=12, num_heads=3, mlp_ratio=4.0),
+    "smoke": dict(img_size=32, patch_size=8, in_chans=1, num_classes=10, embed_dim=32, depth=1, num_heads=2, mlp_ratio=2.0,
+                  global_pool="token"),
+    "cpu": dict(img_size=32, patch_size=4, in_chans=1, num_classes=10, embed_dim=64, depth=4, num_heads=4, mlp_ratio=2.0,
+                global_pool="token"),
+    "full": dict(img_size=32, patch_size=4, in_chans=1, num_classes=10, embed_dim=192, depth=12, num_heads=3, mlp_ratio=4.0,
+                 global_pool="token"),
 }
 
 #: Training recipes of the digits ViT by profile (:class:`survey_lib.train.TrainConfig` fields).
