@@ -15,10 +15,10 @@ from typing import Callable, List, Optional, Tuple
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset
 from torchvision.transforms import InterpolationMode
 from torchvision.transforms import v2
 
+from .base import InMemoryImages
 from .transforms import RandomShift
 
 __all__ = ["DIGIT_NAMES", "DIGITS_MEAN", "DIGITS_STD", "DigitsSplit", "digits_split", "DigitsDataset"]
@@ -69,7 +69,7 @@ def digits_split(seed: int = 0, test_size: int = 360, val_size: int = 180) -> Di
     return DigitsSplit(x_tr, y_tr, x_te, y_te, x_va, y_va)
 
 
-class DigitsDataset(Dataset):
+class DigitsDataset(InMemoryImages):
     """The digits as a torch Dataset, upsampled for patch-based models.
 
     Resize rule: each 8 x 8 image (scaled to [0, 1]) is resized to ``img_size`` x ``img_size`` with
@@ -132,15 +132,6 @@ class DigitsDataset(Dataset):
         # Random part, per item: a shift of up to `shift` pixels (pad with the background value,
         # then crop back to img_size at a random offset).
         self.transform: Optional[Callable] = RandomShift(shift, fill=(0.0 - DIGITS_MEAN) / DIGITS_STD) if augment and shift > 0 else None
-
-    def __len__(self) -> int:
-        return len(self.targets)
-
-    def __getitem__(self, i: int) -> Tuple[torch.Tensor, int]:
-        img = self.images[i]
-        if self.transform is not None:
-            img = self.transform(img)
-        return img, int(self.targets[i])
 
     @staticmethod
     def denormalize(img: torch.Tensor) -> torch.Tensor:

@@ -15,6 +15,8 @@ import torch
 from torch.utils.data import Dataset
 from torchvision.transforms import v2
 
+from .base import InMemoryImages
+
 __all__ = ["PHOTO_NAMES", "load_photo", "PhotoCrops", "LFWSubset"]
 
 #: Colour photographs bundled with scikit-image (no download needed).
@@ -88,7 +90,7 @@ class PhotoCrops(Dataset):
         return img, label
 
 
-class LFWSubset(Dataset):
+class LFWSubset(InMemoryImages):
     """scikit-image's LFW subset: 100 face and 100 non-face grey 25 x 25 crops (label 1 = face).
 
     A fixed stratified split (seed 0): ``test_size`` images for testing, then ``val_size`` of the
@@ -123,12 +125,3 @@ class LFWSubset(Dataset):
         self.images = imgs.expand(-1, in_chans, -1, -1).contiguous()
         self.targets = torch.from_numpy(y)
         self.transform = v2.RandomHorizontalFlip() if augment else None
-
-    def __len__(self) -> int:
-        return len(self.targets)
-
-    def __getitem__(self, i: int) -> Tuple[torch.Tensor, int]:
-        img = self.images[i]
-        if self.transform is not None:
-            img = self.transform(img)
-        return img, int(self.targets[i])

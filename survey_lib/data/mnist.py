@@ -30,9 +30,9 @@ from typing import Callable, Optional, Tuple, Union
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset
 from torchvision.transforms import v2
 
+from .base import InMemoryImages
 from .digits import DIGIT_NAMES
 from .transforms import RandomShift
 
@@ -101,7 +101,7 @@ def mnist5k_split(seed: int = 0) -> MNISTSplit:
     return MNISTSplit(images, labels, train, val, test)
 
 
-class ImageArrayDataset(Dataset):
+class ImageArrayDataset(InMemoryImages):
     """Grey images held in memory as a torch Dataset: scaled to [0, 1], optionally padded to
     ``img_size``, normalised, with random shifts as augmentation.
 
@@ -143,15 +143,6 @@ class ImageArrayDataset(Dataset):
         self.img_size, self.in_chans = img_size, in_chans
         self.transform: Optional[Callable] = (RandomShift(max_shift, fill=(0.0 - self.mean) / self.std)
                                               if augment and max_shift > 0 else None)
-
-    def __len__(self) -> int:
-        return len(self.targets)
-
-    def __getitem__(self, i: int) -> Tuple[torch.Tensor, int]:
-        img = self.images[i]
-        if self.transform is not None:
-            img = self.transform(img)
-        return img, int(self.targets[i])
 
     def denormalize(self, img: torch.Tensor) -> torch.Tensor:
         """Undo the normalisation for display: back to [0, 1]."""

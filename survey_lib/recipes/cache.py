@@ -108,10 +108,17 @@ def store_entry(recipe: str, key: str, entry: Dict[str, Any]) -> Path:
 # ---------------------------------------------------------------------------------------------
 def dataset_fingerprint(data: Any) -> Dict[str, Any]:
     """What identifies a dataset for the cache: its class, size, the SHA-256 of its tensors
-    (``images``/``targets`` of the in-memory datasets; a ``Subset``'s indices and base), and the
-    ``repr`` of its transform. A DataLoader is described by its dataset, batch size and collate."""
+    (``images``/``targets`` of the in-memory datasets; a ``Subset``'s indices and base; every item
+    of a plain list), and the ``repr`` of its transform. A DataLoader is described by its dataset,
+    batch size and collate function."""
     from torch.utils.data import DataLoader, Subset
 
+    if isinstance(data, (list, tuple)):  # e.g. a list of images, or of (image, label) pairs
+        h = hashlib.sha256()
+        for item in data:
+            for t in (item if isinstance(item, (list, tuple)) else (item,)):
+                h.update(t.detach().cpu().contiguous().numpy().tobytes() if isinstance(t, torch.Tensor) else repr(t).encode())
+        return {"class": type(data).__name__, "len": len(data), "sha256": h.hexdigest()[:16]}
     if isinstance(data, DataLoader):
         return {"loader": dataset_fingerprint(data.dataset), "batch_size": data.batch_size,
                 "collate": repr(getattr(data.collate_fn, "__self__", data.collate_fn)), "sampler": type(data.sampler).__name__}

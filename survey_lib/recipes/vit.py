@@ -45,12 +45,16 @@ VIT_TRAIN: Dict[str, dict] = {
 #: MNIST-5k at 28 px with random 2-pixel shifts.
 MNIST_DATA: Dict[str, object] = {"dataset": "mnist5k", "img_size": 28, "in_chans": 1, "augment": True, "max_shift": 2}
 
-#: The ``cpu`` ViT for 28 px MNIST: patch 4 (7 x 7 tokens), 64 wide, 4 blocks, mean-pooled patch tokens.
-MNIST_MODEL: Dict[str, object] = dict(img_size=28, patch_size=4, in_chans=1, num_classes=10, embed_dim=64, depth=4,
-                                      num_heads=4, mlp_ratio=2.0, global_pool="avg")
+#: The ``cpu`` ViT for 28 px MNIST: patch 7 (4 x 4 = 16 tokens), 64 wide, 4 blocks, mean-pooled patch
+#: tokens, stochastic depth 0.1. Chosen on the validation split among patch 2 / 4 / 7, widths 64-128,
+#: class token or mean pooling, 30-150 epochs, batch 16-128, lr 5e-4 to 3e-3, label smoothing, drop
+#: path, shifts and small affine augmentation (one seed per trial, one thread; notebook 01 re-measures
+#: the two choices that mattered most on validation).
+MNIST_MODEL: Dict[str, object] = dict(img_size=28, patch_size=7, in_chans=1, num_classes=10, embed_dim=64, depth=4,
+                                      num_heads=4, mlp_ratio=2.0, global_pool="avg", drop_path_rate=0.1)
 
-#: Its training recipe, chosen on the validation split.
-MNIST_TRAIN: Dict[str, object] = dict(epochs=75, batch_size=32, lr=2e-3, warmup_epochs=3, weight_decay=0.05,
+#: Its training recipe: a long schedule at batch 32 (the small model underfits short ones).
+MNIST_TRAIN: Dict[str, object] = dict(epochs=150, batch_size=32, lr=2e-3, warmup_epochs=3, weight_decay=0.05,
                                       label_smoothing=0.1)
 
 CONFIGS: Dict[str, dict] = {
