@@ -136,10 +136,18 @@ def describe_failure(path: Path, executed: Path, error: BaseException) -> str:
 
 
 def _run_one(nb: Path, profile: str, output_dir: Path, progress: bool, timeout: int) -> Tuple[Path, Optional[float], Optional[str]]:
+    from .report import finish_run, start_run
+
+    start_run(nb.stem, profile)
     try:
-        return nb, run_notebook(nb, profile, output_dir, progress=progress, timeout=timeout), None
+        secs = run_notebook(nb, profile, output_dir, progress=progress, timeout=timeout)
     except Exception as e:  # noqa: BLE001 - one notebook's failure never stops the others
+        finish_run(nb.stem, profile, prune=False)
         return nb, None, describe_failure(nb, output_dir / nb.name, e)
+    dropped = finish_run(nb.stem, profile)
+    if dropped:
+        print(f"    {nb.stem}: dropped {dropped} rows of summary.csv that this run no longer writes", flush=True)
+    return nb, secs, None
 
 
 def record_run(figures: Path, profile: str, threads: int, times: dict) -> None:

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import csv
 import fcntl
+import json
 import math
 import os
 import shutil
@@ -29,7 +30,7 @@ from pathlib import Path
 from typing import Iterator, List, Optional, Sequence, Union
 
 __all__ = ["figures_dir", "save_figure", "record_result", "read_summary", "format_number", "Reporter",
-           "SUMMARY_COLUMNS", "SummaryFormatError"]
+           "SUMMARY_COLUMNS", "SummaryFormatError", "start_run", "finish_run"]
 
 SUMMARY_COLUMNS = ["notebook", "method", "dataset", "profile", "metric", "value", "std", "n_seeds", "seconds"]
 #: The layout before ``std`` and ``n_seeds``; read, then rewritten as :data:`SUMMARY_COLUMNS`.
@@ -214,6 +215,43 @@ def record_result(notebook: str, method: str, dataset: str, profile: str, metric
         rows.append(row)
         rows.sort(key=lambda r: [r[k] for k in _KEY])
         _write_rows(path, rows)
+        keys = _run_keys_path(notebook, profile)
+        if keys.exists():  # a `survey run` of this notebook is under way: remember what it wrote
+            with open(keys, "a") as f:
+                f.write(json.dumps([row[k] for k in _KEY]) + "\n")
+
+
+def _run_keys_path(notebook: str, profile: str) -> Path:
+    return figures_dir() / ".run_keys" / f"{notebook}.{profile}.jsonl"
+
+
+def start_run(notebook: str, profile: str) -> None:
+    """Begin remembering the rows a run of ``notebook`` writes (``survey run`` calls it)."""
+    path = _run_keys_path(notebook, profile)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("")
+
+
+def finish_run(notebook: str, profile: str, prune: bool = True) -> int:
+    """End a run begun by :func:`start_run`; with ``prune`` (the run succeeded), drop the rows of
+    ``(notebook, profile)`` that this run did not write again: results of an earlier version of the
+    notebook, which would otherwise stay in ``summary.csv`` as if they were current. Returns the
+    number of rows dropped."""
+    keys_path = _run_keys_path(notebook, profile)
+    if not keys_path.exists():
+        return 0
+    written = {tuple(json.loads(line)) for line in keys_path.read_text().splitlines() if line.strip()}
+    keys_path.unlink()
+    if not prune:
+        return 0
+    path = figures_dir() / "summary.csv"
+    with _locked(path):
+        rows = read_summary(path)
+        kept = [r for r in rows if not (r["notebook"] == notebook and r["profile"] == profile)
+                or tuple(r[k] for k in _KEY) in written]
+        if len(kept) != len(rows):
+            _write_rows(path, kept)
+    return len(rows) - len(kept)
 
 
 class Reporter:

@@ -381,3 +381,17 @@ def test_the_same_seed_gives_the_same_numbers():
     a = get_recipe("vit").run("smoke", seed=3, overrides={"train": {"epochs": 1}}, progress=False)
     b = get_recipe("vit").run("smoke", seed=3, overrides={"train": {"epochs": 1}}, progress=False)
     assert a.history.step_losses == b.history.step_losses and a.metrics == b.metrics
+
+
+def test_a_run_drops_the_rows_its_notebook_no_longer_writes(figures_tmp):
+    from survey_lib.report import finish_run, start_run
+
+    record_result("01_vit", "vit", "digits", "cpu", "test_acc", 0.98)  # an earlier version's row
+    record_result("02_deit", "deit", "digits", "cpu", "test_acc", 0.95)  # another notebook's
+    start_run("01_vit", "cpu")
+    record_result("01_vit", "vit", "mnist5k", "cpu", "test_acc", 0.978)
+    assert finish_run("01_vit", "cpu") == 1
+    assert {(r["notebook"], r["dataset"]) for r in read_summary()} == {("01_vit", "mnist5k"), ("02_deit", "digits")}
+    start_run("02_deit", "cpu")
+    assert finish_run("02_deit", "cpu", prune=False) == 0  # a failed run drops nothing
+    assert len(read_summary()) == 2
