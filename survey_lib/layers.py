@@ -40,6 +40,9 @@ __all__ = [
     "Mlp",
     "DropPath",
     "LayerScale",
+    "QuickGELU",
+    "ACT_LAYERS",
+    "get_act_layer",
     "Block",
 ]
 
@@ -392,6 +395,36 @@ class LayerScale(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x * self.gamma
+
+
+class QuickGELU(nn.Module):
+    """``x * sigmoid(1.702 x)``, the sigmoid approximation of GELU that OpenAI's CLIP was trained with.
+
+    open_clip builds it when ``quick_gelu=True`` (needed to load OpenAI's weights); otherwise open_clip,
+    timm and this package use the exact GELU ``x * Phi(x)`` (``nn.GELU``). The two differ by up to
+    about 0.02 (near x = +-2).
+
+    Shapes: any -> same.
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * torch.sigmoid(1.702 * x)
+
+
+#: Activation names accepted by the models' ``act_layer`` option (names, not classes, so that a
+#: model's ``config`` stays plain data and a checkpoint stays loadable with ``weights_only=True``).
+ACT_LAYERS = {"gelu": nn.GELU, "quick_gelu": QuickGELU}
+
+
+def get_act_layer(name: str) -> type:
+    """The activation class of ``name`` (``"gelu"``: exact GELU; ``"quick_gelu"``: :class:`QuickGELU`).
+
+    Raises:
+        ValueError: an unknown name.
+    """
+    if name not in ACT_LAYERS:
+        raise ValueError(f"act_layer must be one of {sorted(ACT_LAYERS)}, got {name!r}")
+    return ACT_LAYERS[name]
 
 
 class Block(nn.Module):

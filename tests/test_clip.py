@@ -1,5 +1,8 @@
 """CLIP and SimCLR: the losses against open_clip and against hand-written formulas, the towers,
-the tokenizer offline, the caption data, zero-shot and retrieval helpers, and every bad input."""
+the tokenizer offline, the caption data, zero-shot and retrieval helpers, and every bad input; our
+CLIP against open_clip's CLIP on shared weights (both conversions), the same training from the same
+start, and the initialisation of every parameter."""
+import copy
 import math
 import socket
 
@@ -17,9 +20,14 @@ from survey_lib.recipes.clip import clip_for_profile, open_clip_for_profile
 from survey_lib.models.clip import INIT_LOGIT_SCALE, scale_from_log
 from survey_lib.objectives.infonce import (ClipLoss, NTXentLoss, SimCLR, clip_step, infonce_review_eq5,
                                            simclr_step)
-from survey_lib.train import TrainConfig, fit
+from survey_lib.train import TrainConfig, fit, param_groups
+from survey_lib.models.clip import (OPEN_CLIP_OPTIONS, OPEN_CLIP_TEXT_OPTIONS, OPEN_CLIP_VISION_OPTIONS,
+                                    build_open_clip, from_open_clip_state_dict, open_clip_config, open_clip_key_map,
+                                    open_clip_state_dict, to_open_clip)
+from survey_lib.recipes.clip import open_clip_param_groups
 
 import open_clip  # noqa: E402  the reference library: without it the run fails
+from parity import assert_same_outputs, load_into, perturbed  # noqa: E402
 
 
 def _features(B=8, E=16, seed=0):
@@ -377,3 +385,264 @@ def test_zero_shot_accuracy_scores_an_oracle_and_a_liar():
     # class k's ensembled weight is the one-hot of k, whatever the number of templates
     w = zero_shot_weights(_OracleCLIP(tok, HELDOUT_TEMPLATES), tok, HELDOUT_TEMPLATES)
     torch.testing.assert_close(w, torch.eye(10))
+
+
+# ---------------------------------------------------------------------------------------------
+# our CLIP == open_clip's CLIP: conversion both ways, same training from the same start
+# ---------------------------------------------------------------------------------------------
+_VISION = dict(img_size=32, patch_size=8, in_chans=3, embed_dim=32, depth=2, num_heads=2, mlp_ratio=2.0)
+_TEXT = dict(context_length=16, width=32, depth=2, num_heads=2, mlp_ratio=2.0)
+
+#: Our CLIP built three ways, each with the open_clip config of open_clip_config():
+#: "open_clip": every open_clip choice (the twin: the conversion is a renaming);
+#: "ours": today's architecture (avg pooling with LayerNorm after it, no ln_pre, patch bias, eps 1e-6,
+#: first-EOT pooling, clamped scale), expressed in open_clip through its config fields;
+#: "mixed": LayerScale, QuickGELU in both towers, ln_pre, avg pooling with LayerNorm before it.
+_CASES = {
+    "open_clip": dict(vision_cfg={**_VISION, **OPEN_CLIP_VISION_OPTIONS}, text_cfg={**_TEXT, **OPEN_CLIP_TEXT_OPTIONS},
+                      **OPEN_CLIP_OPTIONS),
+    "ours": dict(vision_cfg={**_VISION, "global_pool": "avg"}, text_cfg=_TEXT),
+    "mixed": dict(vision_cfg={**_VISION, "global_pool": "avg", "fc_norm": False, "pre_norm": True, "init_values": 0.1,
+                              "act_layer": "quick_gelu"}, text_cfg={**_TEXT, "act_layer": "quick_gelu"}),
+}
+
+
+def _captions(n=8):
+    """Real captions of every template, tokenised by CLIP's BPE (different lengths, so different EOT positions)."""
+    return CaptionTokenizer(16)([fill_template(TRAIN_TEMPLATES[k % len(TRAIN_TEMPLATES)], k % 10) for k in range(n)])
+
+
+def _assert_same_clip(ours, theirs, atol=1e-5):
+    """Image features, text features and logit scale of both models on random images and real captions,
+    forward; image-feature gradients with respect to the images too."""
+    ours.eval()
+    theirs.eval()
+    images = torch.randn(8, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    tokens = _captions()
+    assert_same_outputs(ours.encode_image, theirs.encode_image, [images], atol=atol)
+    assert_same_outputs(ours.encode_image, theirs.encode_image, [images], atol=atol, backward=True)
+    assert_same_outputs(ours.encode_text, theirs.encode_text, [tokens], atol=atol)
+    with torch.no_grad():
+        for a, b in zip(ours(images, tokens), theirs(images, tokens)):
+            torch.testing.assert_close(a, b, atol=atol, rtol=0)
+
+
+@pytest.mark.parametrize("case", sorted(_CASES))
+def test_open_clip_initial_weights_in_ours_give_open_clips_features(case):
+    """open_clip's own initial weights, converted by from_open_clip_state_dict, loaded strictly into ours."""
+    torch.manual_seed(0)
+    ours = CLIP(embed_dim=24, **_CASES[case])
+    theirs = build_open_clip(**open_clip_config(ours))
+    ours.load_state_dict(from_open_clip_state_dict(theirs.state_dict(), ours), strict=True)
+    _assert_same_clip(ours, theirs)
+
+
+@pytest.mark.parametrize("case", sorted(_CASES))
+def test_our_perturbed_weights_in_open_clip_give_our_features(case):
+    """Our weights plus noise (no zero bias or unit gain left to hide a wrong mapping), converted by
+    open_clip_state_dict (the patch bias of "ours" folded into the position embedding), loaded strictly."""
+    torch.manual_seed(0)
+    ours = perturbed(CLIP(embed_dim=24, **_CASES[case]))
+    theirs = load_into(build_open_clip(**open_clip_config(ours)), open_clip_state_dict(ours))
+    _assert_same_clip(ours, theirs)
+    _assert_same_clip(ours, to_open_clip(ours))
+    # and back: open_clip's keys map onto ours one-to-one
+    back = CLIP(embed_dim=24, **_CASES[case])
+    back.load_state_dict(from_open_clip_state_dict(theirs.state_dict(), back), strict=True)
+    _assert_same_clip(back, theirs)
+
+
+@pytest.mark.parametrize("edit", ["text LayerNorm eps 1e-6", "quick_gelu", "LayerNorm after pooling"])
+def test_parity_breaks_when_one_open_clip_field_is_wrong(edit):
+    """The parity above has teeth: the same weights in an open_clip model with one field changed differ.
+    (Ours: the twin with mean pooling after the LayerNorm, open_clip's ``pool_type='avg'``.)"""
+    torch.manual_seed(0)
+    ours = CLIP(embed_dim=24, vision_cfg={**_CASES["open_clip"]["vision_cfg"], "global_pool": "avg", "fc_norm": False},
+                text_cfg=_CASES["open_clip"]["text_cfg"], **OPEN_CLIP_OPTIONS).eval()
+    cfg = copy.deepcopy(open_clip_config(ours))
+    assert cfg["vision_cfg"]["final_ln_after_pool"] is False and not cfg["quick_gelu"]
+    if edit == "quick_gelu":
+        cfg["quick_gelu"] = True
+    elif edit == "LayerNorm after pooling":
+        cfg["vision_cfg"]["final_ln_after_pool"] = True
+    else:
+        cfg["text_cfg"]["norm_kwargs"] = {"eps": 1e-6}
+    theirs = load_into(build_open_clip(**cfg).eval(), open_clip_state_dict(ours))
+    images, tokens = torch.randn(8, 3, 32, 32), _captions()
+    with torch.no_grad():
+        gap = max(float((a - b).abs().max()) for a, b in zip(ours(images, tokens), theirs(images, tokens)))
+    assert gap > 1e-4, f"{edit}: the models should differ, max gap {gap:.1e}"
+
+
+def test_argmax_pooling_equals_eot_pooling_on_clip_tokens():
+    """open_clip pools the largest token id; we pool the first EOT. With CLIP's tokenizer EOT = 49407 is the
+    largest id of every row, so the two pick the same position (and the same feature)."""
+    tokens = _captions(16)
+    torch.manual_seed(0)
+    eot = TextTransformer(context_length=16, width=32, depth=1, num_heads=2).eval()
+    argmax = TextTransformer(context_length=16, width=32, depth=1, num_heads=2, pool_type="argmax").eval()
+    argmax.load_state_dict(eot.state_dict())
+    assert torch.equal(eot.eot_positions(tokens), argmax.eot_positions(tokens))
+    torch.testing.assert_close(eot(tokens), argmax(tokens), atol=0, rtol=0)
+    no_eot = tokens.clone()
+    no_eot[no_eot == 49407] = 0
+    assert argmax(no_eot).shape == (16, 32)  # argmax pools whatever is largest; eot refuses
+    with pytest.raises(ValueError, match="end-of-text token"):
+        eot(no_eot)
+
+
+def test_default_options_are_todays_model():
+    """The new options default to the model as it was: no ln_pre, a patch bias, eps 1e-6, timm's init,
+    first-EOT pooling, zero text biases, the clamped scale; open_clip's model needs all of them switched."""
+    m = clip_for_profile("smoke")
+    assert isinstance(m.visual.norm_pre, torch.nn.Identity) and m.visual.patch_embed.proj.bias is not None
+    assert {mod.eps for mod in m.modules() if isinstance(mod, torch.nn.LayerNorm)} == {1e-6}
+    assert m.text.pool_type == "eot" and m.max_logit_scale == pytest.approx(math.log(100))
+    assert all(float(b.detach().abs().max()) == 0 for n, b in m.text.named_parameters()
+               if n.endswith("bias") and "norm" not in n and "ln_" not in n)  # every Linear bias of the text tower
+    assert m.visual.cls_token.abs().max() < 1e-4  # N(0, 1e-6)
+    with pytest.raises(ValueError, match="3 channels"):
+        open_clip_config(m)  # the presets see 1 grey channel, open_clip's conv1 takes 3
+
+
+def test_conversion_refuses_what_open_clip_cannot_express():
+    with pytest.raises(ValueError, match="in_proj_bias"):
+        open_clip_state_dict(CLIP(embed_dim=24, vision_cfg={**_VISION, "qkv_bias": False}, text_cfg=_TEXT))
+    with pytest.raises(ValueError, match="dropout"):
+        open_clip_config(CLIP(embed_dim=24, vision_cfg={**_VISION, "drop_path_rate": 0.1}, text_cfg=_TEXT))
+    with pytest.raises(ValueError, match="quick_gelu"):
+        open_clip_config(CLIP(embed_dim=24, vision_cfg={**_VISION, "act_layer": "quick_gelu"}, text_cfg=_TEXT))
+    twin = CLIP(embed_dim=24, **_CASES["open_clip"])
+    no_ln_pre = CLIP(embed_dim=24, vision_cfg={**_VISION, **OPEN_CLIP_VISION_OPTIONS, "pre_norm": False},
+                     text_cfg=_TEXT)
+    with pytest.raises(ValueError, match="pre_norm=True"):
+        from_open_clip_state_dict(to_open_clip(twin).state_dict(), no_ln_pre)
+    with pytest.raises(ValueError, match="act_layer must be one of"):
+        TextTransformer(act_layer="relu")
+    with pytest.raises(ValueError, match="block_init must be one of"):
+        CLIP(vision_cfg={**_VISION, "block_init": "jax"})
+
+
+def _init_std(t):
+    return float(t.float().std()) if t.numel() > 1 else float(t)
+
+
+def _init_differences(ours, seed=1):
+    """open_clip keys whose initial spread differs between ``ours`` and a freshly initialised open_clip
+    model of the same config (std ratio outside [0.75, 1.33], or one of them constant and the other not);
+    constant tensors (LayerNorm gains, zero biases, the logit scale) must be equal."""
+    torch.manual_seed(seed)
+    theirs = build_open_clip(**open_clip_config(ours)).state_dict()
+    mine = open_clip_state_dict(ours)
+    different = set()
+    for k, b in theirs.items():
+        a = mine[k]
+        sa, sb = _init_std(a), _init_std(b)
+        if b.numel() > 1 and sb == 0:
+            if not torch.equal(a, b):
+                different.add(k)
+        elif a.numel() == 1:
+            assert sa == pytest.approx(sb), k
+        elif sa == 0 or not 0.75 < sa / sb < 1.33:
+            different.add(k)
+    return different
+
+
+def test_open_clip_options_initialise_every_parameter_like_open_clip():
+    """Ours with OPEN_CLIP_*_OPTIONS draws every parameter from open_clip's distribution (same spread,
+    same constants), checked on a 64-wide model (>= 64 samples per tensor)."""
+    torch.manual_seed(0)
+    vision = {**_VISION, "embed_dim": 64, **OPEN_CLIP_VISION_OPTIONS}
+    ours = CLIP(embed_dim=32, vision_cfg=vision, text_cfg={**_TEXT, "width": 64, **OPEN_CLIP_TEXT_OPTIONS})
+    assert _init_differences(ours) == set()
+
+
+def test_default_init_differs_from_open_clip_where_documented():
+    """Our default init against open_clip's, parameter by parameter: the class and position embeddings of
+    the image tower, every Linear of the image blocks (timm's 0.02 vs PyTorch's defaults, whose MLP biases
+    are not zero), and the MLP biases of the text tower. Nothing else (the text tower's weights, the
+    projections, the embeddings of the text tower, the patch convolution, the norms, the temperature)."""
+    torch.manual_seed(0)
+    ours = CLIP(embed_dim=32, vision_cfg={**_VISION, "embed_dim": 64, "depth": 1, "patch_bias": False},
+                text_cfg={**_TEXT, "width": 64, "depth": 1})
+    v, t = "visual.transformer.resblocks.0.", "transformer.resblocks.0."
+    assert _init_differences(ours) == {
+        "visual.class_embedding", "visual.positional_embedding",
+        v + "attn.in_proj_weight", v + "attn.out_proj.weight", v + "mlp.c_fc.weight", v + "mlp.c_fc.bias",
+        v + "mlp.c_proj.weight", v + "mlp.c_proj.bias",
+        t + "mlp.c_fc.bias", t + "mlp.c_proj.bias",
+    }
+
+
+#: "open_clip": open_clip's initial weights into our twin; "ours": our initial weights (today's architecture
+#: but without the patch bias, which open_clip can only hold folded into the position embedding: the same
+#: function, another parametrisation, so another training) into open_clip's model of that function.
+_TRAIN_CASES = {
+    "open_clip": dict(vision_cfg={**_VISION, "depth": 1, **OPEN_CLIP_VISION_OPTIONS},
+                      text_cfg={**_TEXT, "depth": 1, **OPEN_CLIP_TEXT_OPTIONS}, **OPEN_CLIP_OPTIONS),
+    "ours": dict(vision_cfg={**_VISION, "depth": 1, "global_pool": "avg", "patch_bias": False},
+                 text_cfg={**_TEXT, "depth": 1}),
+}
+
+
+def _decayed(model, groups):
+    named = {id(p): n for n, p in model.named_parameters()}
+    return {named[id(p)] for g in groups if g["weight_decay"] > 0 for p in g["params"]}
+
+
+@pytest.mark.parametrize("case", sorted(_TRAIN_CASES))
+def test_same_start_gives_same_training(case):
+    """Both models from the same weights, trained by ``fit`` with ``clip_step`` on the same 8 batches of 16
+    (CaptionedDigits, 3 channels; fit seeds the data order and the captions' templates): the same step
+    losses, the same weights and the same features after the 8 steps.
+
+    The two see the same optimisation with fit's own AdamW grouping, checked first: fit decays the
+    same parameters of both (ours skips ``pos_embed``, ``cls_token``, ``positional_embedding`` through
+    ``no_weight_decay()``; open_clip's ``no_weight_decay()`` skips its position embeddings and its
+    class embedding is 1-D), so no plain-optimiser fallback is needed. Gradient clipping (1.0) sees the
+    same global norm, and ``clip_step`` clamps both ``logit_scale`` s alike.
+
+    After training the weights agree except the key slice of the attention biases: softmax is blind to
+    a bias added to every key, so its gradient is 0 up to float rounding, and Adam turns that noise
+    into updates of about lr; it changes no output.
+    """
+    torch.manual_seed(0)
+    ours = CLIP(embed_dim=32, **_TRAIN_CASES[case])
+    theirs = build_open_clip(**open_clip_config(ours))
+    if case == "open_clip":
+        ours.load_state_dict(from_open_clip_state_dict(theirs.state_dict(), ours), strict=True)
+    else:
+        theirs.load_state_dict(open_clip_state_dict(ours), strict=True)
+    key_map = open_clip_key_map(ours)
+    assert {key_map[n] for n in _decayed(ours, param_groups(ours, 0.1))} == _decayed(theirs, param_groups(theirs, 0.1))
+
+    data = _subset(CaptionedDigits(train=True, in_chans=3), 128)
+    cfg = TrainConfig(epochs=1, batch_size=16, lr=3e-3, warmup_epochs=0, weight_decay=0.1, clip_grad=1.0, seed=0,
+                      progress=False)
+    h_ours = fit(ours, data, config=cfg, step_fn=clip_step())
+    h_theirs = fit(theirs, data, config=cfg, step_fn=clip_step())
+    assert len(h_ours.step_losses) == 8 and h_ours.step_losses[-1] < h_ours.step_losses[0]
+    torch.testing.assert_close(torch.tensor(h_ours.step_losses), torch.tensor(h_theirs.step_losses),
+                               atol=1e-5, rtol=1e-5)
+
+    mine, ref = open_clip_state_dict(ours), theirs.state_dict()
+    for k in ref:
+        a, b = mine[k], ref[k]
+        if k.endswith("attn.in_proj_bias"):
+            D = a.shape[0] // 3
+            a, b = torch.cat([a[:D], a[2 * D:]]), torch.cat([b[:D], b[2 * D:]])  # Q and V biases; K's is free
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=0, msg=k)
+    _assert_same_clip(ours, theirs)
+
+
+def test_open_clip_param_groups_decay_position_embeddings_in_both_models():
+    """open_clip_train's rule (decay every >= 2-D weight but the temperature) splits ours and open_clip's
+    alike, and unlike fit's grouping it decays the position embeddings of both towers."""
+    ours = CLIP(embed_dim=24, **_CASES["open_clip"])
+    theirs = to_open_clip(ours)
+    key_map = open_clip_key_map(ours)
+    decayed_ours = _decayed(ours, open_clip_param_groups(ours, 0.2))
+    assert {key_map[n] for n in decayed_ours} == _decayed(theirs, open_clip_param_groups(theirs, 0.2))
+    assert {"visual.pos_embed", "text.positional_embedding", "text.token_embedding.weight"} <= decayed_ours
+    assert not {"visual.cls_token", "logit_scale"} & decayed_ours
+    assert decayed_ours - _decayed(ours, param_groups(ours, 0.2)) == {"visual.pos_embed", "text.positional_embedding"}

@@ -12,7 +12,12 @@ CFG = dict(img_size=32, patch_size=4, in_chans=1, num_classes=10, embed_dim=48, 
 
 
 @pytest.mark.parametrize("extra", [dict(), dict(global_pool="avg"), dict(init_values=0.1, qkv_bias=False),
-                                   dict(in_chans=3, patch_size=8, img_size=(32, 48), qk_norm=True)])
+                                   dict(in_chans=3, patch_size=8, img_size=(32, 48), qk_norm=True),
+                                   # CLIP's image tower (survey_lib.models.clip): ln_pre, no patch bias, LayerNorm
+                                   # before the mean, PyTorch's eps, QuickGELU; and the CLS token normalised after pooling
+                                   dict(pre_norm=True, patch_bias=False, global_pool="avg", fc_norm=False, norm_eps=1e-5,
+                                        act_layer="quick_gelu", block_init="open_clip"),
+                                   dict(fc_norm=True, cls_token_init="open_clip", pos_embed_init="open_clip")])
 def test_logits_equal_timm_on_same_weights(extra):
     torch.manual_seed(0)
     ours = perturbed(VisionTransformer(**{**CFG, **extra})).eval()
@@ -23,6 +28,12 @@ def test_logits_equal_timm_on_same_weights(extra):
     assert_same_outputs(ours, ref, [x])
     assert_same_outputs(ours.forward_features, ref.forward_features, [x])
     assert_same_outputs(ours, ref, [x], backward=True)
+
+
+def test_timm_kwargs_refuse_a_patch_bias_timm_cannot_hold():
+    """timm ties the patch-embedding bias to pre_norm (bias = not pre_norm)."""
+    with pytest.raises(ValueError, match="patch-embedding bias exactly when pre_norm is False"):
+        timm_kwargs(VisionTransformer(**CFG, patch_bias=False))
 
 
 def test_state_dict_keys_are_timms():

@@ -133,7 +133,7 @@ class DistilledVisionTransformer(VisionTransformer):
         prefix = torch.cat([self.cls_token.expand(B, -1, -1), self.dist_token.expand(B, -1, -1)], dim=1)  # (B, 2, D)
         x = torch.cat([prefix, x], dim=1)  # (B, 2 + N, D)
         pos = resample_pos_embed(self.pos_embed, grid, self.patch_embed.grid_size, self.num_prefix_tokens)
-        return self.pos_drop(x + pos)
+        return self.norm_pre(self.pos_drop(x + pos))  # norm_pre: the identity unless pre_norm=True
 
     def forward_head(
         self, x: torch.Tensor, pre_logits: bool = False

@@ -376,7 +376,7 @@ class MaskedAutoencoderViT(nn.Module):
         x, mask, ids_restore, _ = random_masking(x, ratio, generator)  # x: (B, N_vis, D)
         cls = enc.cls_token + enc.pos_embed[:, :enc.num_prefix_tokens]  # (1, 1, D)
         x = torch.cat([cls.expand(x.shape[0], -1, -1), x], dim=1)  # (B, 1 + N_vis, D)
-        x = enc.pos_drop(x)
+        x = enc.norm_pre(enc.pos_drop(x))  # (B, 1 + N_vis, D); norm_pre: the identity unless pre_norm=True
         for blk in enc.blocks:
             x = blk(x)
         return enc.norm(x), mask, ids_restore

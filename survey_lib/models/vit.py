@@ -22,15 +22,19 @@ Deviations from the paper (CPU-sized defaults only; the architecture is the pape
 """
 from __future__ import annotations
 
+from functools import partial
 from typing import Dict, List, Optional, Tuple, Union
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..layers import AttentionLayout, Block, PatchEmbed, _default_norm, to_2tuple
+from ..layers import AttentionLayout, Block, PatchEmbed, get_act_layer, to_2tuple
 
-__all__ = ["VisionTransformer", "resample_pos_embed", "timm_state_dict", "timm_kwargs"]
+__all__ = ["VisionTransformer", "resample_pos_embed", "timm_state_dict", "timm_kwargs", "INIT_MODES"]
+
+#: Values of the ``cls_token_init``, ``pos_embed_init`` and ``block_init`` options.
+INIT_MODES = ("timm", "open_clip")
 
 
 def resample_pos_embed(
@@ -66,13 +70,45 @@ class VisionTransformer(nn.Module):
             position embedding is interpolated.
         patch_size: P.  in_chans: C.  num_classes: K (0 for no head: ``forward`` returns features).
         global_pool: ``'token'`` classifies the CLS token (paper Eq. 4); ``'avg'`` averages the patch
-            tokens (then, as in timm, the final norm is applied after pooling as ``fc_norm``).
+            tokens (then, as in timm, the final norm is applied after pooling as ``fc_norm``; see
+            ``fc_norm``).
         embed_dim: D.  depth: number of blocks L.  num_heads: h.  mlp_ratio: MLP width / D.
         qkv_bias, qk_norm: see :class:`survey_lib.layers.Attention`.
         init_values: LayerScale init (None: off, as in the paper).
         class_token: prepend a CLS token (required for ``global_pool='token'``).
         drop_rate: dropout on embeddings and before the head.  attn_drop_rate, proj_drop_rate: dropout
             inside blocks.  drop_path_rate: stochastic depth, linearly increasing over depth.
+
+    Options for CLIP's image tower (timm's names where timm has them; each default is today's
+    behaviour, the ViT paper's and timm's; ``survey_lib.models.clip`` lists which open_clip uses):
+        pre_norm: a LayerNorm ``norm_pre`` on the tokens after the position embedding, before the
+            first block (timm ``pre_norm``; open_clip's and OpenAI CLIP's ``ln_pre``). Default False:
+            the ViT paper has none.
+        patch_bias: a bias in the patch-embedding convolution. Default True (timm, the paper's
+            ``x_p E + b``). open_clip's ``conv1`` has none (timm drops it too when ``pre_norm``).
+            As a function the bias is redundant with the position embedding (the same vector added
+            to every patch token, before anything else), which is how
+            :func:`survey_lib.models.clip.open_clip_state_dict` folds it away.
+        fc_norm: where the final LayerNorm sits (timm ``fc_norm``): False, on every token before
+            pooling (``norm``); True, on the pooled vector (``fc_norm``); None (default), True for
+            ``'avg'`` and False for ``'token'``, as in timm. For the CLS token both give the same
+            function; for the mean they differ: open_clip's ``pool_type='avg'`` normalises before
+            pooling (``fc_norm=False``) unless ``final_ln_after_pool=True``.
+        norm_eps: eps of every LayerNorm. Default 1e-6 (timm's ViT); open_clip and PyTorch use 1e-5.
+            It matters at initialisation, when token variances are small (std 0.02 embeddings).
+        act_layer: the MLP activation, ``"gelu"`` (exact, default; timm, open_clip) or ``"quick_gelu"``
+            (``x sigmoid(1.702 x)``, OpenAI CLIP's; open_clip's ``quick_gelu=True``).
+        cls_token_init: ``"timm"`` (default): N(0, 1e-6), so the CLS token starts as (almost) zero;
+            ``"open_clip"``: N(0, D^-1/2), open_clip's ``class_embedding = width ** -0.5 * randn``.
+        pos_embed_init: ``"timm"`` (default): truncated N(0, 0.02); ``"open_clip"``: N(0, D^-1/2)
+            (0.125 for D = 64, six times timm's).
+        block_init: ``"timm"`` (default): every Linear of the blocks truncated N(0, 0.02), zero
+            biases. ``"open_clip"``: what open_clip's vision tower keeps, PyTorch's defaults (its
+            ``init_parameters`` is empty): ``qkv`` (``nn.MultiheadAttention.in_proj_weight``) Xavier
+            uniform, ``attn.proj`` (``out_proj``) kaiming-uniform U(+-D^-1/2), both with zero bias;
+            ``mlp.fc1`` / ``mlp.fc2`` (``c_fc`` / ``c_proj``) ``nn.Linear``'s default U(+-fan_in^-1/2)
+            for weights *and* biases. The head (if any) and the patch convolution (PyTorch's default
+            in both libraries) are not affected.
 
     Shapes:
         x: (B, C, H, W) -> logits (B, K).
@@ -81,7 +117,7 @@ class VisionTransformer(nn.Module):
 
     Raises:
         ValueError: if the image size is not divisible by ``patch_size``, ``embed_dim`` is not
-            divisible by ``num_heads``, or ``global_pool`` is unknown.
+            divisible by ``num_heads``, ``global_pool``, ``act_layer`` or an init mode is unknown.
     """
 
     def __init__(
@@ -103,8 +139,20 @@ class VisionTransformer(nn.Module):
         proj_drop_rate: float = 0.0,
         attn_drop_rate: float = 0.0,
         drop_path_rate: float = 0.0,
+        pre_norm: bool = False,
+        patch_bias: bool = True,
+        fc_norm: Optional[bool] = None,
+        norm_eps: float = 1e-6,
+        act_layer: str = "gelu",
+        cls_token_init: str = "timm",
+        pos_embed_init: str = "timm",
+        block_init: str = "timm",
     ) -> None:
         super().__init__()
+        for name, mode in (("cls_token_init", cls_token_init), ("pos_embed_init", pos_embed_init),
+                           ("block_init", block_init)):
+            if mode not in INIT_MODES:
+                raise ValueError(f"{name} must be one of {INIT_MODES}, got {mode!r}")
         if global_pool not in ("token", "avg"):
             raise ValueError(f"global_pool must be 'token' or 'avg', got {global_pool!r}")
         if global_pool == "token" and not class_token:
@@ -124,26 +172,33 @@ class VisionTransformer(nn.Module):
             img_size=img_size, patch_size=patch_size, in_chans=in_chans, num_classes=num_classes,
             global_pool=global_pool, embed_dim=embed_dim, depth=depth, num_heads=num_heads,
             mlp_ratio=mlp_ratio, qkv_bias=qkv_bias, qk_norm=qk_norm, init_values=init_values,
-            class_token=class_token,
+            class_token=class_token, pre_norm=pre_norm, patch_bias=patch_bias, fc_norm=fc_norm,
+            norm_eps=norm_eps, act_layer=act_layer, cls_token_init=cls_token_init,
+            pos_embed_init=pos_embed_init, block_init=block_init,
         )
+        self.cls_token_init, self.pos_embed_init, self.block_init = cls_token_init, pos_embed_init, block_init
+        norm_layer = partial(nn.LayerNorm, eps=norm_eps)
+        act = get_act_layer(act_layer)
 
         # Eq. 1: patch embedding E, class token x_class, position embedding E_pos.
-        self.patch_embed = PatchEmbed(img_size, patch_size, in_chans, embed_dim)
+        self.patch_embed = PatchEmbed(img_size, patch_size, in_chans, embed_dim, bias=patch_bias)
         self.cls_token = nn.Parameter(torch.zeros(1, 1, embed_dim)) if class_token else None
         self.pos_embed = nn.Parameter(torch.zeros(1, self.num_prefix_tokens + self.patch_embed.num_patches, embed_dim))
         self.pos_drop = nn.Dropout(drop_rate)
+        self.norm_pre = norm_layer(embed_dim) if pre_norm else nn.Identity()  # CLIP's ln_pre (off in the paper)
 
         # Eq. 2-3: L pre-norm blocks; stochastic depth grows linearly with depth.
         dpr = [r.item() for r in torch.linspace(0, drop_path_rate, depth)]
         self.blocks = nn.ModuleList(
             Block(embed_dim, num_heads, mlp_ratio, qkv_bias=qkv_bias, qk_norm=qk_norm, init_values=init_values,
-                  proj_drop=proj_drop_rate, attn_drop=attn_drop_rate, drop_path=dpr[i])
+                  proj_drop=proj_drop_rate, attn_drop=attn_drop_rate, drop_path=dpr[i], act_layer=act,
+                  norm_layer=norm_layer)
             for i in range(depth)
         )
-        # Eq. 4: final LayerNorm (before pooling for 'token', after pooling for 'avg', as in timm).
-        use_fc_norm = global_pool == "avg"
-        self.norm = nn.Identity() if use_fc_norm else _default_norm(embed_dim)
-        self.fc_norm = _default_norm(embed_dim) if use_fc_norm else nn.Identity()
+        # Eq. 4: final LayerNorm (by default before pooling for 'token', after pooling for 'avg', as in timm).
+        use_fc_norm = global_pool == "avg" if fc_norm is None else bool(fc_norm)
+        self.norm = nn.Identity() if use_fc_norm else norm_layer(embed_dim)
+        self.fc_norm = norm_layer(embed_dim) if use_fc_norm else nn.Identity()
         self.head_drop = nn.Dropout(drop_rate)
         self.head = nn.Linear(embed_dim, num_classes) if num_classes > 0 else nn.Identity()
         self.init_weights()
@@ -151,15 +206,25 @@ class VisionTransformer(nn.Module):
     # -- initialisation ------------------------------------------------------------------------
     def init_weights(self) -> None:
         """timm's default init: truncated normal (std 0.02) for Linear and the position embedding,
-        a tiny normal (std 1e-6) for the CLS token, zero biases."""
-        nn.init.trunc_normal_(self.pos_embed, std=0.02)
+        a tiny normal (std 1e-6) for the CLS token, zero biases. ``cls_token_init``,
+        ``pos_embed_init`` and ``block_init`` = ``"open_clip"`` replace one part each by open_clip's
+        (see the class docstring); the patch convolution keeps PyTorch's default in every mode."""
+        D = self.embed_dim
+        if self.pos_embed_init == "open_clip":
+            nn.init.normal_(self.pos_embed, std=D ** -0.5)
+        else:
+            nn.init.trunc_normal_(self.pos_embed, std=0.02)
         if self.cls_token is not None:
-            nn.init.normal_(self.cls_token, std=1e-6)
+            nn.init.normal_(self.cls_token, std=D ** -0.5 if self.cls_token_init == "open_clip" else 1e-6)
+        in_blocks = {id(m) for m in self.blocks.modules()} if self.block_init == "open_clip" else set()
         for m in self.modules():
-            if isinstance(m, nn.Linear):
+            if isinstance(m, nn.Linear) and id(m) not in in_blocks:
                 nn.init.trunc_normal_(m.weight, std=0.02)
                 if m.bias is not None:
                     nn.init.zeros_(m.bias)
+        if self.block_init == "open_clip":
+            for blk in self.blocks:
+                _open_clip_block_init(blk)
 
     @torch.jit.ignore
     def no_weight_decay(self) -> set:
@@ -168,7 +233,8 @@ class VisionTransformer(nn.Module):
 
     # -- Eq. 1 ---------------------------------------------------------------------------------
     def prepare_tokens(self, x: torch.Tensor) -> torch.Tensor:
-        """Patch-embed, prepend the CLS token and add the (interpolated) position embedding.
+        """Patch-embed, prepend the CLS token, add the (interpolated) position embedding, and apply
+        ``norm_pre`` (CLIP's ``ln_pre``; the identity unless ``pre_norm``).
 
         Shapes: (B, C, H, W) -> (B, 1 + N, D).
         """
@@ -178,7 +244,7 @@ class VisionTransformer(nn.Module):
         if self.cls_token is not None:
             x = torch.cat([self.cls_token.expand(B, -1, -1), x], dim=1)  # (B, 1 + N, D)
         pos = resample_pos_embed(self.pos_embed, grid, self.patch_embed.grid_size, self.num_prefix_tokens)
-        return self.pos_drop(x + pos)
+        return self.norm_pre(self.pos_drop(x + pos))
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """Shapes: (B, C, H, W) -> (B, 1 + N, D), after the final norm (CLS token first)."""
@@ -233,6 +299,22 @@ class VisionTransformer(nn.Module):
         return self.get_attention_maps(x)[-1]
 
 
+def _open_clip_block_init(blk: Block) -> None:
+    """One block as open_clip's vision tower leaves it: PyTorch's default initialisation.
+
+    ``nn.MultiheadAttention._reset_parameters``: ``in_proj_weight`` (our ``attn.qkv.weight``, (3D, D))
+    Xavier uniform, ``in_proj_bias`` and ``out_proj.bias`` zero, ``out_proj.weight`` ``nn.Linear``'s
+    kaiming-uniform; ``c_fc`` / ``c_proj`` (our ``mlp.fc1`` / ``mlp.fc2``) ``nn.Linear``'s default,
+    weight and bias U(+-fan_in^-1/2). LayerNorms and LayerScale keep their constant init.
+    """
+    for lin in (blk.attn.proj, blk.mlp.fc1, blk.mlp.fc2):
+        lin.reset_parameters()  # nn.Linear's default: kaiming_uniform_(a=sqrt(5)) weight, uniform bias
+    nn.init.xavier_uniform_(blk.attn.qkv.weight)
+    for bias in (blk.attn.qkv.bias, blk.attn.proj.bias):
+        if bias is not None:
+            nn.init.zeros_(bias)
+
+
 # ---------------------------------------------------------------------------------------------
 # timm interoperability
 # ---------------------------------------------------------------------------------------------
@@ -240,8 +322,9 @@ def timm_state_dict(model: VisionTransformer) -> Dict[str, torch.Tensor]:
     """State dict for ``timm.models.vision_transformer.VisionTransformer`` of the same config.
 
     Key mapping (ours -> timm): identity. Every parameter is named as in timm: ``cls_token``,
-    ``pos_embed``, ``patch_embed.proj.{weight,bias}``, ``blocks.{i}.norm1``, ``blocks.{i}.attn.qkv``
-    (Q, K, V stacked in that order along the output dimension), ``blocks.{i}.attn.proj``,
+    ``pos_embed``, ``patch_embed.proj.{weight,bias}``, ``norm_pre`` (with ``pre_norm``),
+    ``blocks.{i}.norm1``, ``blocks.{i}.attn.qkv`` (Q, K, V stacked in that order along the output
+    dimension), ``blocks.{i}.attn.proj``,
     ``blocks.{i}.ls1.gamma``, ``blocks.{i}.norm2``, ``blocks.{i}.mlp.fc1``, ``blocks.{i}.mlp.fc2``,
     ``norm`` (token pooling) or ``fc_norm`` (avg pooling), ``head``. The function exists so the
     mapping is written down in one place and tested.
@@ -250,11 +333,32 @@ def timm_state_dict(model: VisionTransformer) -> Dict[str, torch.Tensor]:
 
 
 def timm_kwargs(model: VisionTransformer) -> dict:
-    """Keyword arguments that build timm's ``VisionTransformer`` with our model's architecture."""
+    """Keyword arguments that build timm's ``VisionTransformer`` with our model's architecture.
+
+    The CLIP options map onto timm's ``pre_norm``, ``fc_norm``, ``norm_layer`` (LayerNorm of another
+    eps) and ``act_layer``; they are passed only when not at their default, so a default model gets
+    the same keyword arguments as before they existed. The init options do not change the architecture.
+
+    Raises:
+        ValueError: ``patch_bias`` other than ``not pre_norm``: timm ties the two (``bias=not pre_norm``).
+    """
     c = dict(model.config)
-    return dict(
+    kwargs = dict(
         img_size=c["img_size"], patch_size=c["patch_size"], in_chans=c["in_chans"], num_classes=c["num_classes"],
         global_pool=c["global_pool"], embed_dim=c["embed_dim"], depth=c["depth"], num_heads=c["num_heads"],
         mlp_ratio=c["mlp_ratio"], qkv_bias=c["qkv_bias"], qk_norm=c["qk_norm"], init_values=c["init_values"],
         class_token=c["class_token"],
     )
+    pre_norm, patch_bias = c.get("pre_norm", False), c.get("patch_bias", True)
+    if patch_bias == pre_norm:
+        raise ValueError(f"timm's ViT has a patch-embedding bias exactly when pre_norm is False; this model has "
+                         f"pre_norm={pre_norm}, patch_bias={patch_bias}")
+    if pre_norm:
+        kwargs["pre_norm"] = True
+    if c.get("fc_norm") is not None:
+        kwargs["fc_norm"] = c["fc_norm"]
+    if c.get("norm_eps", 1e-6) != 1e-6:
+        kwargs["norm_layer"] = partial(nn.LayerNorm, eps=c["norm_eps"])
+    if c.get("act_layer", "gelu") != "gelu":
+        kwargs["act_layer"] = c["act_layer"]
+    return kwargs

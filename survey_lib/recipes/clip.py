@@ -7,7 +7,7 @@ templates, plus retrieval recall@1/5. open_clip's own ``CLIP`` of a similar size
 """
 from __future__ import annotations
 
-from typing import Dict
+from typing import Dict, List
 
 import torch
 from torch import nn
@@ -21,7 +21,7 @@ from .base import Recipe, RecipeData, profile_config, register
 from .vit import VIT_MODELS
 
 __all__ = ["CLIP_MODELS", "OPEN_CLIP_MODELS", "CLIP_TRAIN", "CONFIGS", "RECIPE", "clip_for_profile",
-           "open_clip_for_profile", "clip_train_config"]
+           "open_clip_for_profile", "clip_train_config", "open_clip_param_groups"]
 
 #: CPU-sized presets for 32 px grey digits and short captions, by profile. The image towers are the
 #: digits ViT presets of :mod:`survey_lib.recipes.vit` without their classifier, mean-pooled.
@@ -84,6 +84,35 @@ def clip_train_config(profile: str, **overrides) -> TrainConfig:
         ValueError: unknown profile.
     """
     return TrainConfig(**{**profile_config(CLIP_TRAIN, profile, "CLIP"), **overrides})
+
+
+def open_clip_param_groups(model: nn.Module, weight_decay: float) -> List[dict]:
+    """AdamW parameter groups as open_clip's training script makes them (``open_clip_train/main.py``),
+    for our :class:`~survey_lib.models.clip.CLIP` or open_clip's ``CLIP``.
+
+    open_clip_train decays every parameter except gains, biases and the temperature: it skips
+    ``p.ndim < 2`` and names containing ``bn``, ``ln``, ``bias`` or ``logit_scale``. So it *decays*
+    the position embeddings of both towers (2-D), which :func:`survey_lib.train.param_groups` skips
+    (through the models' ``no_weight_decay()``); both decay the token embedding and skip the class
+    embedding. Our class token is (1, 1, D) where open_clip's ``class_embedding`` is (D,), so it is
+    skipped by name to get the same split.
+
+    Use: ``fit(model, data, config=cfg, optimizer=torch.optim.AdamW(open_clip_param_groups(model,
+    cfg.weight_decay), lr=cfg.lr, betas=tuple(cfg.betas)))``. (open_clip_train's other defaults
+    for ViTs, AdamW betas (0.9, 0.98) and eps 1e-6, no gradient clipping, are settings of the
+    same call and of :class:`~survey_lib.train.TrainConfig`.)
+
+    Returns:
+        ``[{"params": decayed, "weight_decay": weight_decay}, {"params": the rest, "weight_decay": 0.0}]``,
+        the order of :func:`survey_lib.train.param_groups`.
+    """
+    def exclude(name: str, p: torch.Tensor) -> bool:
+        return (p.ndim < 2 or "bn" in name or "ln" in name or "bias" in name or "logit_scale" in name
+                or name == "visual.cls_token")
+
+    params = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    return [{"params": [p for n, p in params if not exclude(n, p)], "weight_decay": weight_decay},
+            {"params": [p for n, p in params if exclude(n, p)], "weight_decay": 0.0}]
 
 
 def _data(cfg, seed) -> RecipeData:
