@@ -302,6 +302,68 @@ def test_captioned_digits_and_templates():
     assert ds.tokens.shape == (10, len(TRAIN_TEMPLATES), 16)
 
 
+@pytest.mark.parametrize("split, n", [("train", 3500), ("val", 500), ("test", 1000)])
+def test_captioned_mnist5k_pairs_labels_and_split_sizes(split, n):
+    """MNIST-5k with captions: the split sizes of MNIST5k, 28 x 28 images (3 channels on request) equal
+    to MNIST5k's, and every caption a training-template caption of the image's own label."""
+    from survey_lib.data import MNIST5k
+
+    tok = CaptionTokenizer(16)
+    ds = CaptionedDigits(dataset="mnist5k", split=split, tokenizer=tok)
+    base = MNIST5k(split)
+    assert len(ds) == n and torch.equal(ds.targets, base.targets)
+    allowed = {k: {fill_template(t, k) for t in TRAIN_TEMPLATES} for k in range(10)}
+    torch.manual_seed(0)
+    seen = set()
+    for i in range(0, n, n // 40):
+        img, tokens, y = ds[i]
+        assert img.shape == (1, 28, 28) and tokens.shape == (16,) and tokens.dtype == torch.int64
+        assert y == int(base.targets[i]) and torch.equal(img, base[i][0])
+        text = tok.decode(tokens).replace(" .", ".")
+        assert text in allowed[y]
+        seen.add(text)
+    assert len(seen) > 10  # the template is drawn per read, not fixed per image
+    three = CaptionedDigits(dataset="mnist5k", split=split, tokenizer=tok, in_chans=3)
+    img3 = three[0][0]
+    assert img3.shape == (3, 28, 28) and torch.equal(img3[0], img3[2]) and torch.equal(img3[:1], base[0][0])
+
+
+def test_captioned_mnist5k_templates_held_out_and_splits_disjoint():
+    """No training caption is a held-out caption (the zero-shot protocol), the template of item i is
+    drawn from the training templates only, and the three splits share no image."""
+    from survey_lib.data import mnist5k_split
+
+    tok = CaptionTokenizer(16)
+    ds = CaptionedDigits(dataset="mnist5k", split="train", tokenizer=tok)
+    train_caps = {ds.caption(k, t) for k in range(10) for t in range(len(ds.templates))}
+    held_caps = {fill_template(t, k) for k in range(10) for t in HELDOUT_TEMPLATES}
+    assert not train_caps & held_caps and len(train_caps) == 10 * len(TRAIN_TEMPLATES)
+    held_tokens = {tuple(r.tolist()) for r in tok(sorted(held_caps))}
+    assert not {tuple(r.tolist()) for r in ds.tokens.reshape(-1, 16)} & held_tokens
+    s = mnist5k_split()
+    assert not (set(s.train) & set(s.val) or set(s.train) & set(s.test) or set(s.val) & set(s.test))
+    heldout = CaptionedDigits(dataset="mnist5k", split="val", templates=HELDOUT_TEMPLATES, tokenizer=tok)
+    assert {heldout.caption(k, t) for k in range(10) for t in range(len(HELDOUT_TEMPLATES))} == held_caps
+
+
+def test_captioned_images_wraps_any_labelled_dataset_and_rejects_bad_ones():
+    from survey_lib.data import CaptionedImages, MNIST5k
+
+    tok = CaptionTokenizer(16)
+    base = MNIST5k("val")
+    ds = CaptionedImages(base, HELDOUT_TEMPLATES[:1], tok)
+    img, tokens, y = ds[3]
+    assert torch.equal(img, base[3][0]) and tok.decode(tokens).replace(" .", ".") == fill_template(HELDOUT_TEMPLATES[0], y)
+    with pytest.raises(ValueError, match="has no `targets`"):
+        CaptionedImages([(torch.zeros(1, 2, 2), 0)], tokenizer=tok)
+    base.targets = base.targets.clone()
+    base.targets[0] = 12
+    with pytest.raises(ValueError, match=r"labels must lie in range\(10\)"):
+        CaptionedImages(base, tokenizer=tok)
+    with pytest.raises(ValueError, match="unknown dataset"):
+        CaptionedDigits(dataset="cifar", tokenizer=tok)
+
+
 def test_zero_shot_weights_are_a_normalised_template_mean():
     torch.manual_seed(0)
     model, tok = clip_for_profile("smoke"), CaptionTokenizer(16)

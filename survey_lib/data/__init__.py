@@ -16,8 +16,8 @@ SimCLR pairs), :mod:`.captions` (prompt templates, captioned digits, CLIP's toke
 ``from survey_lib.data import DigitsDataset`` works. All transforms come from ``torchvision.transforms.v2``.
 """
 from .catalog import DATASETS, NATIVE_SIZE, classification_dataset
-from .captions import (DIGIT_NUMERALS, HELDOUT_TEMPLATES, TRAIN_TEMPLATES, CaptionedDigits, CaptionTokenizer,
-                       check_templates, fill_template)
+from .captions import (DIGIT_NUMERALS, HELDOUT_TEMPLATES, TRAIN_TEMPLATES, CaptionedDigits, CaptionedImages,
+                       CaptionTokenizer, check_templates, fill_template)
 from .digits import DIGIT_NAMES, DIGITS_MEAN, DIGITS_STD, DigitsDataset, DigitsSplit, digits_split
 from .disk import (FER2013, FER2013_CLASSES, FER2013_SPLITS, TORCHVISION_DATASETS, DatasetNotFoundError,
                    fer2013_default_path, load_torchvision_dataset, read_video_frames)
@@ -37,7 +37,7 @@ __all__ = [
     "FER2013_CLASSES", "FER2013_SPLITS", "fer2013_default_path", "FER2013", "read_video_frames",
     "RandomShift",
     "DIGIT_NUMERALS", "TRAIN_TEMPLATES", "HELDOUT_TEMPLATES", "fill_template", "check_templates",
-    "CaptionedDigits", "CaptionTokenizer",
+    "CaptionedImages", "CaptionedDigits", "CaptionTokenizer",
     "UNLABELLED", "labelled_indices", "PartiallyLabelled", "fixed_steps_loader", "make_loader",
     "MultiCropTransform", "MultiCropDataset", "BatchMultiCrop", "rotate_quarter_turns", "random_rotation",
     "sample_mask_boxes", "mask_rectangle", "MultiTaskViews", "simclr_augment", "TwoViews",

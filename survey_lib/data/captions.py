@@ -3,7 +3,9 @@
 * :data:`TRAIN_TEMPLATES` / :data:`HELDOUT_TEMPLATES` - prompt templates; a caption is a class name
   put through a template ("a photo of the digit seven.", "a handwritten 7."). Training uses the
   first set; evaluation uses the second, which no training caption was built from.
-* :class:`CaptionedDigits` - image-caption pairs, a new random template each time an image is drawn.
+* :class:`CaptionedImages` - any labelled image dataset paired with captions, a new random
+  template each time an image is drawn; :class:`CaptionedDigits` - the same for a split of the
+  catalog's digit datasets (the 8 x 8 digits, MNIST-5k, MNIST).
 * :class:`CaptionTokenizer` - CLIP's byte-pair tokenizer (open_clip's ``SimpleTokenizer``, whose
   vocabulary ships inside the package, so it works offline) with a short context.
 
@@ -31,6 +33,7 @@ __all__ = [
     "HELDOUT_TEMPLATES",
     "fill_template",
     "check_templates",
+    "CaptionedImages",
     "CaptionedDigits",
     "CaptionTokenizer",
 ]
@@ -160,45 +163,96 @@ class CaptionTokenizer:
 # ---------------------------------------------------------------------------------------------
 # image-caption pairs
 # ---------------------------------------------------------------------------------------------
-class CaptionedDigits(Dataset):
-    """The digits paired with captions: item ``i`` is (image, tokens of a caption of its class, label).
+class CaptionedImages(Dataset):
+    """Any labelled image dataset paired with captions: item ``i`` is (image, tokens of a caption of
+    its class, label).
 
     The caption's template is drawn at random (torch's global generator, which ``fit`` seeds) every
     time the item is read, so an image meets several phrasings over the epochs. All captions are
     tokenised once, in the constructor.
 
     Args:
-        train: the training split or the test split (``DigitsDataset``).
+        images: a Dataset of ``(image, label)`` items with a ``targets`` tensor of labels in
+            ``range(len(classnames))`` (e.g. :class:`~survey_lib.data.MNIST5k`, :class:`DigitsDataset`).
         templates: prompt templates (default :data:`TRAIN_TEMPLATES`).
         tokenizer: a :class:`CaptionTokenizer` (default: context length 16).
-        img_size, augment, in_chans, seed: as :class:`survey_lib.data.DigitsDataset` (``in_chans=3``
-            for open_clip's vision tower).
+        classnames, numerals: fill ``{name}`` and ``{digit}`` (see :func:`fill_template`).
 
     Shapes:
-        item = (image (in_chans, img_size, img_size) float32, tokens (context_length,) int64, label int).
+        item = (image as ``images`` gives it, tokens (context_length,) int64, label int).
         ``tokens``: (K, T, context_length), the caption of class k under template t.
 
     Raises:
-        ValueError: an empty or malformed template list (see :func:`check_templates`).
+        ValueError: an empty or malformed template list (see :func:`check_templates`), a dataset
+            without ``targets``, or labels outside ``range(len(classnames))``.
+    """
+
+    def __init__(self, images: Dataset, templates: Sequence[str] = TRAIN_TEMPLATES, tokenizer=None,
+                 classnames: Sequence[str] = DIGIT_NAMES, numerals: Optional[Sequence[str]] = None) -> None:
+        self.templates = check_templates(templates)
+        targets = getattr(images, "targets", None)
+        if targets is None:
+            raise ValueError(f"{type(images).__name__} has no `targets`: CaptionedImages needs the label of every "
+                             f"image (a tensor of class indices) to caption it")
+        self.images = images
+        self.targets = torch.as_tensor(targets).long()
+        self.classnames, self.numerals = list(classnames), numerals
+        K = len(self.classnames)
+        if len(self.targets) and (int(self.targets.min()) < 0 or int(self.targets.max()) >= K):
+            raise ValueError(f"labels must lie in range({K}) (one per class name), got "
+                             f"{int(self.targets.min())}..{int(self.targets.max())}")
+        self.tokenizer = tokenizer if tokenizer is not None else CaptionTokenizer()
+        texts = [self.caption(k, t) for k in range(K) for t in range(len(self.templates))]
+        self.tokens = self.tokenizer(texts).reshape(K, len(self.templates), -1)  # (K, T, L)
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def caption(self, label: int, template_index: int) -> str:
+        """The caption of class ``label`` under template ``template_index`` of this dataset."""
+        return fill_template(self.templates[template_index], label, self.classnames, self.numerals)
+
+    def __getitem__(self, i: int) -> Tuple[torch.Tensor, torch.Tensor, int]:
+        img, y = self.images[i][:2]
+        t = int(torch.randint(len(self.templates), ()))
+        return img, self.tokens[y, t], y
+
+
+class CaptionedDigits(CaptionedImages):
+    """A split of a digits dataset of the catalog (``survey_lib.data.classification_dataset``:
+    scikit-learn's 8 x 8 digits upsampled, MNIST-5k, the full MNIST) paired with captions of its
+    class, as :class:`CaptionedImages`.
+
+    Args:
+        train: the training split (True) or the test split (False); ``split`` overrides it.
+        templates: prompt templates (default :data:`TRAIN_TEMPLATES`).
+        tokenizer: a :class:`CaptionTokenizer` (default: context length 16).
+        img_size: output side (default: the dataset's, 32 for ``"digits"``, 28 for MNIST).
+        augment: random shifts (training).  max_shift: their size (default: the dataset's).
+        in_chans: 1, or 3 for open_clip's vision tower (the grey channel repeated).
+        seed: the split's seed (keep 0).
+        dataset: ``"digits"`` (default), ``"mnist5k"`` (3,500 / 500 / 1,000 at 28 x 28) or ``"mnist"``.
+        split: ``"train"``, ``"val"`` or ``"test"``.
+
+    Shapes:
+        item = (image (in_chans, img_size, img_size) float32, tokens (context_length,) int64, label int).
+
+    Raises:
+        ValueError: an unknown dataset or split, or a malformed template list.
     """
 
     def __init__(self, train: bool = True, templates: Sequence[str] = TRAIN_TEMPLATES, tokenizer=None,
-                 img_size: int = 32, augment: bool = False, in_chans: int = 1, seed: int = 0) -> None:
-        self.templates = check_templates(templates)
-        self.tokenizer = tokenizer if tokenizer is not None else CaptionTokenizer()
-        self.digits = DigitsDataset(train=train, img_size=img_size, augment=augment, in_chans=in_chans, seed=seed)
-        self.targets = self.digits.targets
-        K, T = len(DIGIT_NAMES), len(self.templates)
-        texts = [fill_template(t, k) for k in range(K) for t in self.templates]
-        self.tokens = self.tokenizer(texts).reshape(K, T, -1)  # (K, T, L)
+                 img_size: Optional[int] = None, augment: bool = False, in_chans: int = 1, seed: int = 0,
+                 dataset: str = "digits", split: Optional[str] = None, max_shift: Optional[int] = None) -> None:
+        from .catalog import classification_dataset
 
-    def __len__(self) -> int:
-        return len(self.digits)
+        split = split or ("train" if train else "test")
+        images = classification_dataset(dataset, split, img_size=img_size, augment=augment, in_chans=in_chans,
+                                        max_shift=max_shift, seed=seed)
+        super().__init__(images, templates, tokenizer)
+        self.dataset, self.split = dataset, split
 
-    def caption(self, label: int, template_index: int) -> str:
-        return fill_template(self.templates[template_index], label)
-
-    def __getitem__(self, i: int) -> Tuple[torch.Tensor, torch.Tensor, int]:
-        img, y = self.digits[i]
-        t = int(torch.randint(len(self.templates), ()))
-        return img, self.tokens[y, t], y
+    @property
+    def digits(self) -> Dataset:
+        """The underlying image dataset (the name the digits-only version had)."""
+        return self.images
