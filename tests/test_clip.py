@@ -708,3 +708,81 @@ def test_open_clip_param_groups_decay_position_embeddings_in_both_models():
     assert {"visual.pos_embed", "text.positional_embedding", "text.token_embedding.weight"} <= decayed_ours
     assert not {"visual.cls_token", "logit_scale"} & decayed_ours
     assert decayed_ours - _decayed(ours, param_groups(ours, 0.2)) == {"visual.pos_embed", "text.positional_embedding"}
+
+
+# ---------------------------------------------------------------------------------------------
+# the clip / open_clip_clip recipes and the ablation of open_clip's choices
+# ---------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("profile", ["smoke", "cpu"])
+def test_all_of_open_clips_model_choices_make_open_clips_model(profile):
+    """Every model choice of the ablation together (:data:`MODEL_CHOICES` plus the choices equal by
+    construction) gives exactly the open_clip configuration that the open_clip_clip recipe trains."""
+    from open_clip.model import CLIPTextCfg, CLIPVisionCfg
+    from survey_lib.recipes import get_recipe
+    from survey_lib.recipes.clip import ALL_MODEL, OPEN_CLIP_CONFIGS, ablation_overrides
+
+    cfg = get_recipe("clip").config(profile, ablation_overrides()[ALL_MODEL])
+    ours = open_clip_config(CLIP(**cfg["model"]))
+    theirs = OPEN_CLIP_CONFIGS[profile]["model"]
+    assert ours["embed_dim"] == theirs["embed_dim"] and not ours["quick_gelu"]
+    assert CLIPVisionCfg(**ours["vision_cfg"]) == CLIPVisionCfg(**theirs["vision_cfg"])
+    assert CLIPTextCfg(**ours["text_cfg"]) == CLIPTextCfg(**theirs["text_cfg"])
+    assert cfg["data"] == OPEN_CLIP_CONFIGS[profile]["data"]  # 3 channels, same dataset and augmentation
+    assert cfg["train"] == OPEN_CLIP_CONFIGS[profile]["train"] and cfg["optim"] == OPEN_CLIP_CONFIGS[profile]["optim"]
+
+
+def test_every_ablation_row_changes_only_its_own_switches():
+    from survey_lib.recipes import get_recipe
+    from survey_lib.recipes.base import merge_config
+    from survey_lib.recipes.clip import OPEN_CLIP_CHOICES, OURS, ablation_baseline, ablation_overrides
+
+    recipe = get_recipe("clip")
+    base = recipe.config("cpu", ablation_baseline())
+    rows = ablation_overrides()
+    assert recipe.config("cpu", rows[OURS]) == base
+    for name, choice in OPEN_CLIP_CHOICES.items():
+        cfg = recipe.config("cpu", rows[name])
+        assert cfg != base and cfg == merge_config(base, choice), name
+    with pytest.raises(ValueError, match="unknown ablation rows"):
+        ablation_overrides(["no such choice"])
+
+
+def test_clip_optimizer_follows_the_optim_section():
+    from survey_lib.recipes import get_recipe
+    from survey_lib.recipes.clip import clip_optimizer
+
+    recipe = get_recipe("clip")
+    model = clip_for_profile("smoke")
+    opt = clip_optimizer(recipe.config("smoke"), model)
+    assert opt.defaults["eps"] == 1e-8 and opt.defaults["betas"] == (0.9, 0.999)
+    assert [len(g["params"]) for g in opt.param_groups] == [len(g["params"]) for g in param_groups(model, 0.1)]
+    cfg = recipe.config("smoke", {"optim": {"param_groups": "open_clip", "eps": 1e-6}, "train": {"betas": (0.9, 0.98)}})
+    opt = clip_optimizer(cfg, model)
+    decayed = {id(p) for p in opt.param_groups[0]["params"]}
+    assert opt.defaults["eps"] == 1e-6 and opt.defaults["betas"] == (0.9, 0.98)
+    assert id(model.visual.pos_embed) in decayed and id(model.text.positional_embedding) in decayed
+    with pytest.raises(ValueError, match="param_groups must be"):
+        clip_optimizer(recipe.config("smoke", {"optim": {"param_groups": "timm"}}), model)
+
+
+def test_ablation_runs_compares_on_validation_and_test_metrics_read_the_test_split(monkeypatch, tmp_path):
+    from survey_lib.recipes.clip import OPEN_CLIP, OURS, run_ablation, test_metrics
+
+    monkeypatch.setenv("SURVEY_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("SURVEY_PROGRESS", "0")
+    rows = run_ablation("smoke", seeds=(0, 1, 2), names=[OURS, "ln_pre", OPEN_CLIP])
+    assert [r["name"] for r in rows] == [OURS, "ln_pre", OPEN_CLIP]
+    for r in rows:
+        assert len(r["values"]) == 3 and r["n_seeds"] == 3
+        assert r["values"] == [res.metrics["val_acc"] for res in r["results"]]
+        assert all(res.history.rows[-1]["val_acc"] == res.metrics["val_acc"] for res in r["results"])
+        assert "test_acc" not in r["results"][0].metrics  # training and choosing never read the test split
+    ln_pre = rows[1]
+    assert ln_pre["diff"] == pytest.approx(ln_pre["mean"] - rows[0]["mean"]) and ln_pre["verdict"] in (
+        "holds", "does not hold", "cannot tell")
+    assert rows[2]["results"][0].model.visual.conv1.in_channels == 3
+    again = run_ablation("smoke", seeds=(0,), names=[OPEN_CLIP])  # from the cache; no reference, no comparison
+    assert again[0]["results"][0].extras["cache"] == "hit" and "diff" not in again[0]
+    final = test_metrics(rows[2]["results"][0])
+    assert set(final) == {"test_acc", "test_i2t_R@1", "test_i2t_R@5", "test_t2i_R@1", "test_t2i_R@5"}
+    assert 0.0 <= final["test_acc"] <= 1.0

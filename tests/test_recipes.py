@@ -13,8 +13,8 @@ from survey_lib.recipes import (Recipe, RecipeData, RecipeResult, UnknownRecipeE
                                 merge_config, register)
 
 #: What the package must provide (a new method adds to it; none may silently disappear).
-EXPECTED = {"vit", "deit", "cnn_teacher", "swin", "nat", "clip", "simclr", "mae", "dino", "dino_nat", "multitask",
-            "supervised_baseline"}
+EXPECTED = {"vit", "deit", "cnn_teacher", "swin", "nat", "clip", "open_clip_clip", "simclr", "mae", "dino", "dino_nat",
+            "multitask", "supervised_baseline"}
 
 
 def test_the_methods_of_the_survey_are_registered():
@@ -130,6 +130,17 @@ def test_a_corrupt_cache_entry_is_reported_and_retrained(monkeypatch, tmp_path):
     assert recipe.run("smoke", seed=0, progress=False).extras["cache"] == "hit"
     monkeypatch.setenv("SURVEY_FRESH", "1")  # survey run --fresh: train again, replace the entry
     assert recipe.run("smoke", seed=0, progress=False).extras["cache"] == "stored"
+
+
+def test_the_code_version_ignores_docstrings_and_comments_but_not_statements():
+    from survey_lib.recipes.cache import _code_text
+
+    src = 'def f(x):\n    """Doc."""\n    return x + 1  # one\n'
+    assert _code_text(src) == _code_text('def f(x):\n    """Other doc, with a measured 97%."""\n    return x + 1\n')
+    assert _code_text(src) == _code_text("def f(x):\n    return x + 1\n")
+    assert _code_text(src) != _code_text('def f(x):\n    """Doc."""\n    return x + 2\n')
+    assert _code_text('X = dict(a=1)\n') != _code_text('X = dict(a=2)\n')
+    assert _code_text("def broken(:\n") == "def broken(:\n"  # unparsable: hashed as text
 
 
 def test_seeds_runner_reports_each_seed_and_the_spread(monkeypatch, tmp_path):

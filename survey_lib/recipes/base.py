@@ -177,6 +177,9 @@ class Recipe:
             ``fit``'s loss and accuracy on ``data.val``).
         prepare: ``(config, data, RunContext) -> None``, run before seeding (e.g. train DeiT's
             teacher into ``data.extras``); may set ``data.extras["prepare_seconds"]``.
+        optimizer: ``(config, model) -> torch.optim.Optimizer`` (default: ``fit``'s AdamW over
+            :func:`survey_lib.train.param_groups`), e.g. other parameter groups or AdamW's ``eps``;
+            ``fit``'s schedule still sets every group's learning rate at every step.
         version: bump when the recipe's code changes what it trains.
     """
 
@@ -189,6 +192,7 @@ class Recipe:
     step: Optional[Callable[[Config, RecipeData, nn.Module], Callable]] = None
     eval_fn: Optional[Callable[[Config, RecipeData], Callable]] = None
     prepare: Optional[Callable[[Config, RecipeData, RunContext], None]] = None
+    optimizer: Optional[Callable[[Config, nn.Module], torch.optim.Optimizer]] = None
     version: str = "1"
 
     def config(self, profile: str, overrides: Optional[Mapping[str, Any]] = None) -> Config:
@@ -251,7 +255,9 @@ class Recipe:
         step_fn = self.step(cfg, data, model) if self.step is not None else None
         eval_fn = self.eval_fn(cfg, data) if self.eval_fn is not None else None
         tc = self.train_config(cfg, seed, profile, checkpoint, resume, progress, desc)
-        history = fit(model, data.train, data.val if eval_fn is None else None, tc, step_fn=step_fn, eval_fn=eval_fn)
+        optimizer = self.optimizer(cfg, model) if self.optimizer is not None else None
+        history = fit(model, data.train, data.val if eval_fn is None else None, tc, step_fn=step_fn, eval_fn=eval_fn,
+                      optimizer=optimizer)
         t0 = time.perf_counter()
         metrics = dict(self.evaluate(model, data, cfg, history))
         extras = dict(data.extras, evaluate_seconds=time.perf_counter() - t0)

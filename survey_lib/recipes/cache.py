@@ -5,7 +5,8 @@ everything that determines it: the recipe's name and version, its whole configur
 data, dataset and split, training), the profile, the seed, the torch thread count (the same seed
 gives the same numbers only at the same thread count) and the code: the source of the modules
 that train (``layers``, ``train``, ``models/``, ``objectives/``, ``data/``, ``recipes/``). A changed
-configuration or a changed line of that code is a different key, so a stale model is never reused.
+configuration or a changed statement of that code is a different key, so a stale model is never
+reused; docstrings and comments are not part of the key (documenting a model keeps its trained runs).
 
 An entry holds the model's weights, the history, the metrics and the plain extras, written
 atomically (:func:`survey_lib.train.save_checkpoint`) and read with ``weights_only=True``. An
@@ -47,15 +48,36 @@ def cache_enabled() -> bool:
     return os.environ.get("SURVEY_FRESH", "0") in ("", "0")
 
 
+def _code_text(source: str) -> str:
+    """What the code version hashes of one module: its syntax tree without docstrings (so comments,
+    docstrings and layout can change without retraining anything; every statement counts). A file
+    that does not parse is hashed as text."""
+    import ast
+
+    try:
+        tree = ast.parse(source)
+    except SyntaxError:
+        return source
+    for node in ast.walk(tree):
+        body = getattr(node, "body", None)
+        if (isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)) and body
+                and isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant)
+                and isinstance(body[0].value.value, str)):
+            node.body = body[1:] or [ast.Pass()]
+    return ast.dump(tree, include_attributes=False)
+
+
 @functools.lru_cache(maxsize=1)
 def code_version() -> str:
-    """SHA-256 (first 16 hex digits) of the source of the modules that train (see the module docstring)."""
+    """SHA-256 (first 16 hex digits) of the code of the modules that train (see the module
+    docstring): their syntax trees without docstrings or comments (:func:`_code_text`), so
+    documenting a model does not invalidate the models trained with it."""
     h = hashlib.sha256()
     for part in _CODE:
         path = _PACKAGE / part
         for f in sorted(path.rglob("*.py")) if path.is_dir() else [path]:
             h.update(str(f.relative_to(_PACKAGE)).encode())
-            h.update(f.read_bytes())
+            h.update(_code_text(f.read_text(encoding="utf-8")).encode())
     return h.hexdigest()[:16]
 
 
