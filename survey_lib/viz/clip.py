@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from matplotlib.figure import Figure
 
-__all__ = ["plot_similarity_matrices", "plot_joint_embedding"]
+__all__ = ["plot_similarity_matrices", "plot_joint_embedding", "plot_temperature"]
 
 
 def plot_similarity_matrices(matrices: Dict[str, torch.Tensor], row_labels: Sequence[str],
@@ -81,5 +81,47 @@ def plot_joint_embedding(image_features: torch.Tensor, image_labels: torch.Tenso
         ax.set_yticks([])
     if title:
         fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def plot_temperature(histories: Dict[str, "object"], init_inv_tau: float = 1 / 0.07, max_inv_tau: float = 100.0,
+                     title: Optional[str] = None) -> "Figure":
+    """The learned temperature over training, on an axis that shows what it did: 1/tau per epoch from
+    its initial value (epoch 0) to its end, on the whole range it may take (1 to ``max_inv_tau``, the
+    clamp of CLIP Sec. 2.5), with the initial value and the cap drawn as lines and the start and end
+    of each run written on the panel. A narrow, zoomed axis would make a change of a few tenths look
+    like learning.
+
+    Args:
+        histories: ``{run name: History}`` whose rows carry ``inv_tau`` (the epoch mean of
+            exp(logit_scale), from ``clip_step``).
+        init_inv_tau: 1/tau at initialisation (CLIP: 1/0.07).  max_inv_tau: the cap (CLIP: 100).
+
+    Raises:
+        ValueError: a history without ``inv_tau``.
+    """
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.4, 3.6))
+    for k, (name, h) in enumerate(histories.items()):
+        rows = [r for r in h.rows if "inv_tau" in r]
+        if not rows:
+            raise ValueError(f"{name}: the history has no inv_tau; train with survey_lib.objectives.infonce.clip_step")
+        epochs = [0] + [r["epoch"] for r in rows]
+        values = [init_inv_tau] + [float(r["inv_tau"]) for r in rows]
+        line, = ax.plot(epochs, values, marker="o", ms=3, label=name)
+        ax.annotate(f"{values[-1]:.1f}", (epochs[-1], values[-1]), textcoords="offset points",
+                    xytext=(4, 6 - 12 * k), color=line.get_color(), fontsize=8)
+    ax.axhline(init_inv_tau, ls=":", c="grey", lw=1)
+    ax.text(0, init_inv_tau, f" start 1/0.07 = {init_inv_tau:.1f}", va="bottom", fontsize=8, color="grey")
+    ax.axhline(max_inv_tau, ls="--", c="grey", lw=1)
+    ax.text(0, max_inv_tau, f" cap {max_inv_tau:.0f} (CLIP Sec. 2.5)", va="top", fontsize=8, color="grey")
+    ax.set_ylim(0, max_inv_tau * 1.05)
+    ax.set_xlabel("epoch (0: initialisation)")
+    ax.set_ylabel("1 / tau = exp(logit_scale)")
+    ax.set_title(title or "the learned temperature, on its whole range")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="center right")
     fig.tight_layout()
     return fig
