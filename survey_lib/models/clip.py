@@ -302,6 +302,14 @@ class CLIP(nn.Module):
     (``survey_lib.recipes.clip.open_clip_param_groups``); ``clip_step`` clamps the temperature
     before each step, ``open_clip_train`` after each.
 
+    Which of open_clip's choices the ``clip`` recipe follows: none yet, by decision rather than by
+    default. Each choice above is an entry of ``survey_lib.recipes.clip.OPEN_CLIP_CHOICES`` (with
+    open_clip_train's weight decay on position embeddings and its AdamW betas / eps / no clipping), and
+    ``survey_lib.recipes.clip.run_ablation`` measures each one alone on top of our original CLIP, all the
+    model choices together, and open_clip's own class, on MNIST-5k's validation split over seeds
+    (``benchmarks/clip_ablation.py``; notebook 05). A choice is adopted in the recipe's configuration
+    (never in the ViT's defaults, which other methods share) once that ablation has measured it.
+
     Args:
         embed_dim: E, the joint embedding width.
         vision_cfg: keyword arguments of :class:`survey_lib.models.vit.VisionTransformer`
