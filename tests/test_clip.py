@@ -747,6 +747,28 @@ def test_every_ablation_row_changes_only_its_own_switches():
         ablation_overrides(["no such choice"])
 
 
+@pytest.mark.parametrize("profile", ["smoke", "cpu", "full"])
+def test_the_recipe_is_the_original_plus_exactly_the_adopted_choices(profile):
+    """The ablation's reference row is our original recipe whatever the recipe adopts, and the recipe
+    differs from it by the adopted choices and nothing else (the notebook prints that difference)."""
+    from survey_lib.recipes import get_recipe
+    from survey_lib.recipes.base import merge_config
+    from survey_lib.recipes.clip import (ADOPTED_CHOICES, CONFIGS, MODEL_CHOICES, OPEN_CLIP_CHOICES,
+                                         OPEN_CLIP_CONFIGS, ORIGINAL_CONFIGS, ablation_baseline)
+
+    recipe = get_recipe("clip")
+    assert recipe.config(profile, ablation_baseline()) == ORIGINAL_CONFIGS[profile]
+    assert ADOPTED_CHOICES and set(ADOPTED_CHOICES) <= set(MODEL_CHOICES)
+    adopted = ORIGINAL_CONFIGS[profile]
+    for name in ADOPTED_CHOICES:
+        assert merge_config(adopted, OPEN_CLIP_CHOICES[name]) != adopted, name  # each one changes something
+        adopted = merge_config(adopted, OPEN_CLIP_CHOICES[name])
+    assert CONFIGS[profile] == adopted
+    # open_clip's recipe keeps the original training sections, so adopting never changes its runs
+    assert OPEN_CLIP_CONFIGS[profile]["train"] == ORIGINAL_CONFIGS[profile]["train"]
+    assert OPEN_CLIP_CONFIGS[profile]["optim"] == ORIGINAL_CONFIGS[profile]["optim"]
+
+
 def test_clip_optimizer_follows_the_optim_section():
     from survey_lib.recipes import get_recipe
     from survey_lib.recipes.clip import clip_optimizer
