@@ -42,8 +42,11 @@ def test_mnist5k_splits_are_sized_balanced_disjoint_and_fixed():
     for k, idx in parts.items():
         assert np.bincount(s.labels[idx], minlength=10).tolist() == [MNIST5K_SIZES[k] // 10] * 10
     assert len(set(s.train) | set(s.val) | set(s.test)) == 5000  # no image in two splits
-    again = mnist_module._carve(s.labels, np.arange(5000), 1000, 0)[1]
-    assert np.array_equal(again, s.test)
+    again = mnist_module.compute_mnist5k_split(s.labels, 0)  # scikit-learn's split, recomputed
+    for stored, computed in zip((s.train, s.val, s.test), again):
+        assert np.array_equal(stored, computed)  # the stored indices (SPLIT_FILE) are that split
+    other = mnist_module.mnist5k_split(1)
+    assert not np.array_equal(other.test, s.test) and len(other.val) == 500
     x, _ = s.part("train")
     assert (x / 255.0).mean() == pytest.approx(MNIST5K_MEAN, abs=5e-4)
     assert (x / 255.0).std() == pytest.approx(MNIST5K_STD, abs=5e-4)

