@@ -138,3 +138,19 @@ def test_readme_learning_path_is_in_path_order():
     block = text[text.index(begin):text.index(end)]
     order = re.findall(r"\[`(\d\d_\w+)`\]", block)
     assert order == [x.notebook for x in course.LEARNING_PATH]
+
+
+def test_survey_run_regenerates_the_readme_learning_path_with_the_times(tmp_path):
+    from survey_lib.cli import update_readme_times
+
+    readme = tmp_path / "README.md"
+    readme.write_text("x\n<!-- learning-path -->\nold\n<!-- /learning-path -->\ny\n"
+                      "<!-- notebook-times -->\n<!-- /notebook-times -->\n")
+    (tmp_path / "run_times.csv").write_text("notebook,profile,threads,seconds\n01_vit,cpu,1,754\n")
+    assert update_readme_times(readme, tmp_path)
+    text = readme.read_text()
+    assert "old" not in text and "[`01_vit`](notebooks/01_vit.ipynb)" in text
+    row = next(line for line in text.splitlines() if "[`01_vit`]" in line)
+    assert row.endswith("| - | 12 min 34 s | - |")
+    assert "| `01_vit` | 754 |" in text
+    assert not update_readme_times(readme, tmp_path)  # nothing changed the second time
