@@ -86,6 +86,29 @@ def site_order(stems: Sequence[str]) -> List[str]:
     return first + on_path + rest
 
 
+_MATH = re.compile(r"\$\$.*?\$\$|\$[^$\n]*\$", re.S)
+_PRIMES = re.compile(r"(?<=[\w}\)\]])('+)")
+
+
+def _primes(text: str) -> str:
+    """``z'`` written as ``z^{\\prime}`` inside math: the packaged MathJax 2.7 fails on the ``'``
+    shorthand ("Math Processing Error") and typesets the explicit form."""
+    return _MATH.sub(lambda m: _PRIMES.sub(lambda q: "^{" + r"\prime" * len(q.group(1)) + "}", m.group(0)), text)
+
+
+def _fix_math(nb):
+    """Apply :func:`_primes` to the Markdown cells and Markdown outputs of a notebook (in place)."""
+    for cell in nb.cells:
+        if cell.cell_type == "markdown":
+            cell.source = _primes(cell.source)
+        for out in cell.get("outputs", []):
+            data = out.get("data", {})
+            if "text/markdown" in data:
+                md = data["text/markdown"]
+                data["text/markdown"] = _primes("".join(md) if isinstance(md, list) else md)
+    return nb
+
+
 def _exporter(with_mathjax: bool):
     from jinja2 import DictLoader
     from nbconvert import HTMLExporter
@@ -140,7 +163,7 @@ def build_site(notebooks: Union[str, Path], out: Union[str, Path], mathjax: Unio
     if mj is not None:
         shutil.copytree(mj, out / "mathjax", dirs_exist_ok=True)
 
-    nbs = {p.stem: nbformat.read(p, as_version=4) for p in paths}
+    nbs = {p.stem: _fix_math(nbformat.read(p, as_version=4)) for p in paths}
     order = site_order(list(nbs))
     titles = {s: notebook_title(nbs[s]) for s in order}
     exporter = _exporter(mj is not None)

@@ -74,3 +74,9 @@ def test_mathjax_is_local_when_installed(site):
 def test_no_executed_notebooks_is_a_clear_error(tmp_path):
     with pytest.raises(SiteError, match="make figures"):
         build_site(tmp_path / "nothing", tmp_path / "site")
+
+
+def test_primes_are_rewritten_for_the_packaged_mathjax():
+    from survey_lib.site import _primes
+
+    assert _primes(r"don't: $z'_\ell = x''$ and $$f'(x)$$") == r"don't: $z^{\prime}_\ell = x^{\prime\prime}$ and $$f^{\prime}(x)$$"
