@@ -226,7 +226,8 @@ def _run_keys_path(notebook: str, profile: str) -> Path:
 
 
 def start_run(notebook: str, profile: str) -> None:
-    """Begin remembering the rows a run of ``notebook`` writes (``survey run`` calls it)."""
+    """Begin remembering the rows a run of ``notebook`` under ``profile`` writes (``survey run`` calls
+    it; :func:`record_result` appends each row's key to ``figures/.run_keys/<notebook>.<profile>.jsonl``)."""
     path = _run_keys_path(notebook, profile)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("")
@@ -235,8 +236,15 @@ def start_run(notebook: str, profile: str) -> None:
 def finish_run(notebook: str, profile: str, prune: bool = True) -> int:
     """End a run begun by :func:`start_run`; with ``prune`` (the run succeeded), drop the rows of
     ``(notebook, profile)`` that this run did not write again: results of an earlier version of the
-    notebook, which would otherwise stay in ``summary.csv`` as if they were current. Returns the
-    number of rows dropped."""
+    notebook, which would otherwise stay in ``summary.csv`` as if they were current.
+
+    Returns:
+        the number of rows dropped (0 without ``prune`` or without a matching :func:`start_run`).
+
+    Raises:
+        SummaryFormatError: ``summary.csv`` does not parse (it is then left unchanged).
+        TimeoutError: the summary lock is held longer than ``LOCK_TIMEOUT_S``.
+    """
     keys_path = _run_keys_path(notebook, profile)
     if not keys_path.exists():
         return 0
