@@ -10,7 +10,7 @@ PROFILE ?= cpu
 # Two workers on two cores; every test and notebook kernel uses one thread (see tests/conftest.py).
 TEST_WORKERS ?= 2
 
-.PHONY: figures test test-browser bench install clean-venv
+.PHONY: figures test test-browser bench site install clean-venv
 
 install: $(STAMP)
 
@@ -34,6 +34,11 @@ test-browser: $(STAMP)
 	@test -x /usr/bin/chromium || { apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium; }
 	@$(PY) -c "import playwright" 2>/dev/null || $(PY) -m pip install --quiet playwright
 	SURVEY_BROWSER_TESTS=1 OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 $(PY) -m pytest tests/browser -v $(PYTEST_ARGS)
+
+# The notebooks executed by the last `make figures` (build/notebooks/$(PROFILE)/) as a static HTML site
+# in build/site/ (index.html in learning-path order); works from file:// with no network.
+site: $(STAMP)
+	$(VENV)/bin/survey site --profile $(PROFILE)
 
 bench: $(STAMP)
 	$(PY) benchmarks/run_all.py

@@ -4,6 +4,7 @@
     survey list                                            list the figures and summary rows
     survey train --list                                    the registered methods (survey_lib.recipes)
     survey train vit [--profile ...] [--set train.epochs=5] train one method
+    survey site [--profile cpu] [--input DIR] [--output DIR]  the executed notebooks as a static HTML site
 
 ``survey run`` executes each notebook (default: every ``notebooks/*.ipynb``, in order) with its
 ``PROFILE`` parameter set, writes the executed copies to ``--output-dir`` (default
@@ -185,9 +186,12 @@ def update_readme_times(readme: Path, figures: Path) -> bool:
     path = figures / "run_times.csv"
     if not (readme.exists() and path.exists()):
         return False
-    text = readme.read_text()
+    original = text = readme.read_text()
+    text = update_learning_path(text, path)
     if begin not in text or end not in text:
-        return False
+        if text != original:
+            readme.write_text(text)
+        return text != original
     with open(path, newline="") as f:
         rows = list(csv.DictReader(f))
     profiles = [p for p in PROFILES if any(r["profile"] == p for r in rows)]
@@ -200,9 +204,22 @@ def update_readme_times(readme: Path, figures: Path) -> bool:
               for p in profiles]
     lines.append("| all, one after another | " + " | ".join(totals) + " |")
     new = text[:text.index(begin) + len(begin)] + "\n" + "\n".join(lines) + "\n" + text[text.index(end):]
-    if new != text:
+    if new != original:
         readme.write_text(new)
-    return new != text
+    return new != original
+
+
+def update_learning_path(text: str, run_times: Optional[Path] = None) -> str:
+    """``text`` with the table between ``<!-- learning-path -->`` and ``<!-- /learning-path -->``
+    regenerated from :data:`survey_lib.course.LEARNING_PATH` and ``run_times.csv`` (unchanged if
+    the markers are missing)."""
+    from .course import learning_path_markdown
+
+    begin, end = "<!-- learning-path -->", "<!-- /learning-path -->"
+    if begin not in text or end not in text:
+        return text
+    table = learning_path_markdown(run_times, link_prefix="notebooks/")
+    return text[:text.index(begin) + len(begin)] + "\n" + table + "\n" + text[text.index(end):]
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -347,7 +364,29 @@ def build_parser() -> argparse.ArgumentParser:
                    help="override a configuration value, e.g. --set train.epochs=5 (repeatable)")
     t.set_defaults(func=cmd_train)
     t.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show tracebacks of the library's errors")
+    st = sub.add_parser("site", help="the executed notebooks as a static HTML site (make site)")
+    st.add_argument("--profile", choices=PROFILES, default="cpu",
+                    help="read build/notebooks/<profile>/ (what the last `survey run --profile` executed)")
+    st.add_argument("--input", default=None, help="folder of executed notebooks (overrides --profile)")
+    st.add_argument("--output", default=None, help="the site's folder (default build/site)")
+    st.set_defaults(func=cmd_site)
+    st.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show tracebacks of the library's errors")
     return p
+
+
+def cmd_site(args: argparse.Namespace) -> int:
+    """Build the static site from the executed notebooks and print where its index is."""
+    from .site import SiteError, build_site
+
+    src = Path(args.input) if args.input else repo_root() / "build" / "notebooks" / args.profile
+    out = Path(args.output) if args.output else repo_root() / "build" / "site"
+    try:
+        index = build_site(src, out)
+    except SiteError as e:
+        print(f"survey: {e}", file=sys.stderr)
+        return 2
+    print(f"site: {len(list(out.glob('*.html'))) - 1} notebook pages; open {index.resolve().as_uri()}")
+    return 0
 
 
 #: The library's own errors: printed as one line (``--debug`` for the traceback), exit status 2.

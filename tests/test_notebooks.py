@@ -12,6 +12,38 @@ from survey_lib.report import read_summary
 NOTEBOOKS = sorted((Path(__file__).resolve().parent.parent / "notebooks").glob("[0-9]*.ipynb"))
 
 
+#: The lessons (every notebook but the index): each must have these parts, found by a markdown heading
+#: (``("heading", "Learning goals")`` matches a line ``## Learning goals``) or by a cell tag
+#: (``("tag", "verdict")``). A later part is one more line here.
+LESSONS = [p for p in NOTEBOOKS if p.stem != "00_index"]
+REQUIRED_PARTS = [
+    ("heading", "Learning goals"),
+    ("heading", "Equations in code"),
+]
+
+
+def missing_parts(nb, parts=REQUIRED_PARTS) -> list:
+    """The required parts a notebook lacks."""
+    headings = {m.group(1).strip() for c in nb.cells if c.cell_type == "markdown"
+                for m in re.finditer(r"^#{2,3}\s+(.+?)\s*$", c.source, re.M)}
+    tags = {t for c in nb.cells for t in c.metadata.get("tags", [])}
+    return [(kind, name) for kind, name in parts if name not in (headings if kind == "heading" else tags)]
+
+
+@pytest.mark.parametrize("path", LESSONS, ids=lambda p: p.stem)
+def test_every_lesson_has_the_required_parts(path):
+    missing = missing_parts(nbformat.read(path, as_version=4))
+    assert not missing, f"{path.name} lacks {missing}"
+
+
+def test_the_parts_check_finds_headings_and_tags():
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_markdown_cell("# T\n\n## Learning goals\n\n1. x"),
+                nbformat.v4.new_code_cell("1", metadata={"tags": ["verdict"]})]
+    parts = REQUIRED_PARTS + [("tag", "verdict"), ("tag", "solution")]
+    assert missing_parts(nb, parts) == [("heading", "Equations in code"), ("tag", "solution")]
+
+
 def test_there_are_notebooks():
     assert NOTEBOOKS, "no notebooks found under notebooks/"
 
