@@ -86,8 +86,8 @@ LEARNING_PATH: Tuple[Lesson, ...] = (
            "a sliding k x k window shifted inward at the borders, dilation, NA against SASA, and how the cost "
            "of global, window and neighbourhood attention grows with the tokens"),
     Lesson("05_clip", "CLIP and SimCLR: learning from pairs", ("01_vit",),
-           "the symmetric InfoNCE loss, two towers, zero-shot classification with unseen prompts, retrieval, "
-           "and SimCLR's NT-Xent on the same images"),
+           "the symmetric InfoNCE loss, two towers, an ablation of open_clip's choices, zero-shot classification "
+           "with unseen prompts, retrieval, a linear probe, and SimCLR's NT-Xent on two views of an image"),
     Lesson("06_mae", "Masked autoencoders", ("01_vit",),
            "random masking by argsort of noise, an encoder on the visible patches, the MSE on removed patches, "
            "norm_pix_loss, and probing a frozen encoder"),
