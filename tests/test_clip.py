@@ -555,8 +555,11 @@ def test_argmax_pooling_equals_eot_pooling_on_clip_tokens():
 
 def test_default_options_are_todays_model():
     """The new options default to the model as it was: no ln_pre, a patch bias, eps 1e-6, timm's init,
-    first-EOT pooling, zero text biases, the clamped scale; open_clip's model needs all of them switched."""
-    m = clip_for_profile("smoke")
+    first-EOT pooling, zero text biases, the clamped scale; open_clip's model needs all of them switched.
+    (The clip recipe switches some of them on: ``ADOPTED_CHOICES``; the class's defaults stay.)"""
+    from survey_lib.recipes.clip import CLIP_MODELS
+
+    m = CLIP(**CLIP_MODELS["smoke"])
     assert isinstance(m.visual.norm_pre, torch.nn.Identity) and m.visual.patch_embed.proj.bias is not None
     assert {mod.eps for mod in m.modules() if isinstance(mod, torch.nn.LayerNorm)} == {1e-6}
     assert m.text.pool_type == "eot" and m.max_logit_scale == pytest.approx(math.log(100))
