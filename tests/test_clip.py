@@ -772,6 +772,37 @@ def test_the_recipe_is_the_original_plus_exactly_the_adopted_choices(profile):
     assert OPEN_CLIP_CONFIGS[profile]["optim"] == ORIGINAL_CONFIGS[profile]["optim"]
 
 
+def test_every_ablation_row_trains_the_ablations_budget_not_the_recipes(monkeypatch):
+    """Under cpu the ablation's 39 runs train ABLATION_TRAIN's epochs whatever the recipes' schedule
+    (so a longer final schedule never invalidates them); under smoke the recipes' own."""
+    from survey_lib.recipes.clip import (ABLATION_TRAIN, OPEN_CLIP, OPEN_CLIP_RECIPE, RECIPE, ablation_budget,
+                                         ablation_overrides, run_ablation)
+
+    trained = []
+
+    class Done:  # what RecipeResult gives run_ablation
+        metrics, seconds = {"val_acc": 0.5}, 1.0
+
+    def fake_run(recipe):
+        def run(profile, seed=0, overrides=None, **kwargs):
+            trained.append((recipe.name, recipe.config(profile, overrides)["train"]["epochs"]))
+            return Done()
+        return run
+
+    monkeypatch.setattr(RECIPE, "run", fake_run(RECIPE))
+    monkeypatch.setattr(OPEN_CLIP_RECIPE, "run", fake_run(OPEN_CLIP_RECIPE))
+    for profile in ("cpu", "smoke"):
+        trained.clear()
+        run_ablation(profile, seeds=(0, 1, 2))
+        want = ABLATION_TRAIN[profile].get("epochs", RECIPE.config(profile)["train"]["epochs"])
+        assert len(trained) == 3 * len(ablation_overrides()) and {e for _, e in trained} == {want}
+        assert ("open_clip_clip", want) in trained
+    assert RECIPE.config("cpu")["train"]["epochs"] != ABLATION_TRAIN["cpu"]["epochs"]  # the point of the budget
+    assert ablation_budget("smoke") == {} and OPEN_CLIP in ablation_overrides()
+    with pytest.raises(ValueError, match="unknown profile"):
+        ablation_budget("laptop")
+
+
 def test_clip_optimizer_follows_the_optim_section():
     from survey_lib.recipes import get_recipe
     from survey_lib.recipes.clip import clip_optimizer

@@ -19,7 +19,6 @@ TOO_SMALL_UNTIL_RERUN = {
     "02_deit/attention_cls.png", "02_deit/attention_dist.png",
     "03_swin/relative_position_bias.png",
     "05_clip/pairs.png",
-    "05_clip/knn_comparison.png",  # figsize fixed in the notebook (7 x 3.2 in); the saved one predates it
     "07_dino/attention_nat.png", "07_dino/attention_vit_0.png", "07_dino/attention_vit_1.png",
     "07_dino/attention_vit_2.png", "07_dino/crossmodal_heads_thermal.png", "07_dino/multicrop_digit.png",
     "07_dino/multicrop_photo.png",
