@@ -13,13 +13,13 @@ import torch.nn.functional as F
 from survey_lib.data import (HELDOUT_TEMPLATES, TRAIN_TEMPLATES, CaptionedDigits, TwoViews, check_templates,
                              fill_template)
 from survey_lib.evaluate import retrieval_recall, zero_shot_weights, encode_captions
-from survey_lib.data import DigitsDataset
+from survey_lib.data import DigitsDataset, simclr_augment
 from survey_lib.models.clip import CLIP, TextTransformer
 from survey_lib.data import CaptionTokenizer
 from survey_lib.recipes.clip import clip_for_profile, open_clip_for_profile
 from survey_lib.models.clip import INIT_LOGIT_SCALE, scale_from_log
-from survey_lib.objectives.infonce import (ClipLoss, NTXentLoss, SimCLR, clip_step, infonce_review_eq5,
-                                           simclr_step)
+from survey_lib.objectives.infonce import (ClipLoss, NTXentLoss, ReviewEq5Loss, SimCLR, clip_step,
+                                           infonce_review_eq5, simclr_step)
 from survey_lib.train import TrainConfig, fit, param_groups
 from survey_lib.models.clip import (OPEN_CLIP_OPTIONS, OPEN_CLIP_TEXT_OPTIONS, OPEN_CLIP_VISION_OPTIONS,
                                     build_open_clip, from_open_clip_state_dict, open_clip_config, open_clip_key_map,
@@ -149,6 +149,23 @@ def test_ntxent_hand_computable_two_pairs():
     eq5 = (-math.log(e(0.6) / (e(0.6) + e(0.0))) - math.log(e(0.8) / (e(0.8) + e(0.0)))) / 2
     assert infonce_review_eq5(z_a, z_b, temperature=tau).item() == pytest.approx(eq5, abs=1e-6)
     assert abs(eq5 - expected) > 0.1
+
+
+def test_review_eq5_loss_is_the_symmetrised_eq5_and_misses_the_other_views_negatives():
+    """ReviewEq5Loss = mean of Eq. 5 with each view as anchor. Each anchor's denominator is a subset
+    of NT-Xent's (the other view's negatives are missing), so for N > 1 the loss is strictly smaller;
+    with N = 1 neither has a negative and both are 0."""
+    g = torch.Generator().manual_seed(0)
+    z_a, z_b = torch.randn(6, 5, generator=g), torch.randn(6, 5, generator=g)
+    loss = ReviewEq5Loss(0.3)(z_a, z_b)
+    expected = (infonce_review_eq5(z_a, z_b, 0.3) + infonce_review_eq5(z_b, z_a, 0.3)) / 2
+    assert loss.item() == pytest.approx(expected.item(), abs=1e-6)
+    assert ReviewEq5Loss(0.3)(z_a, z_b).item() < NTXentLoss(0.3)(z_a, z_b).item()  # fewer terms in each denominator
+    one = torch.tensor([[1.0, 0.0]])
+    assert ReviewEq5Loss(0.5)(one, one).item() == pytest.approx(0.0, abs=1e-6)
+    assert NTXentLoss(0.5)(one, one).item() == pytest.approx(0.0, abs=1e-6)
+    with pytest.raises(ValueError, match="temperature"):
+        ReviewEq5Loss(0.0)
 
 
 def test_ntxent_matches_loop_formula_and_is_scale_invariant():
@@ -842,3 +859,68 @@ def test_ablation_runs_compares_on_validation_and_test_metrics_read_the_test_spl
     final = test_metrics(rows[2]["results"][0])
     assert set(final) == {"test_acc", "test_i2t_R@1", "test_i2t_R@5", "test_t2i_R@1", "test_t2i_R@5"}
     assert 0.0 <= final["test_acc"] <= 1.0
+
+
+# ---------------------------------------------------------------------------------------------
+# the simclr recipe: its floors, its losses, its views
+# ---------------------------------------------------------------------------------------------
+class _StopBeforeTraining(Exception):
+    pass
+
+
+def test_simclr_random_init_floor_is_the_runs_starting_point(monkeypatch):
+    """knn_baselines' "random_init" encoder must be exactly the weights the seed's SimCLR run starts
+    from, so that SimCLR minus random_init is what training added."""
+    import survey_lib.recipes.base as base
+    from survey_lib.recipes.simclr import RECIPE, initial_model
+
+    seen = {}
+
+    def capture(model, *args, **kwargs):
+        seen["state"] = {k: v.clone() for k, v in model.state_dict().items()}
+        raise _StopBeforeTraining
+
+    monkeypatch.setattr(base, "fit", capture)
+    with pytest.raises(_StopBeforeTraining):
+        RECIPE.run("smoke", seed=3, cache=False, progress=False)
+    start = initial_model("smoke", 3).state_dict()
+    assert seen["state"].keys() == start.keys()
+    assert all(torch.equal(seen["state"][k], start[k]) for k in start)
+    other = initial_model("smoke", 4).state_dict()
+    assert not torch.equal(other["backbone.pos_embed"], start["backbone.pos_embed"])
+
+
+def test_simclr_knn_baselines_on_the_digits():
+    from survey_lib.recipes.simclr import knn_baselines
+
+    floors = knn_baselines("smoke", seeds=(0, 1), split="val")
+    assert floors["seeds"] == [0, 1] and len(floors["random_init"]) == 2
+    assert floors["raw_pixels"] > 0.9  # k-NN on the digits' pixels is a strong baseline
+    assert all(0.0 <= v <= 1.0 for v in floors["random_init"]) and floors["random_init"][0] != floors["random_init"][1]
+    with pytest.raises(ValueError, match="split"):
+        knn_baselines("smoke", seeds=(0,), split="train")
+
+
+def test_simclr_recipe_trains_with_either_loss_and_rejects_others():
+    from survey_lib.recipes.simclr import RECIPE
+
+    overrides = {"loss": "review_eq5", "train": {"epochs": 1}}
+    run = RECIPE.run("smoke", seed=0, overrides=overrides, cache=False, progress=False)
+    assert math.isfinite(run.history.rows[-1]["train_loss"]) and 0.0 <= run.metrics["knn_acc"] <= 1.0
+    with pytest.raises(ValueError, match="unknown SimCLR loss"):
+        RECIPE.run("smoke", seed=0, overrides={"loss": "triplet"}, cache=False, progress=False)
+
+
+def test_simclr_views_fill_with_the_datasets_background():
+    from survey_lib.data import MNIST5K_MEAN, MNIST5K_STD, background_value
+
+    assert background_value("mnist5k") == pytest.approx(-MNIST5K_MEAN / MNIST5K_STD)
+    with pytest.raises(ValueError, match="unknown dataset"):
+        background_value("cifar")
+    bg = background_value("mnist5k")
+    blank = torch.full((1, 28, 28), bg)
+    torch.manual_seed(0)
+    view = simclr_augment(img_size=28, crop_scale=(0.3, 1.0), degrees=30.0, translate=0.25, erase_p=1.0, background=bg)(blank)
+    torch.testing.assert_close(view, blank)  # a blank image stays blank: every fill is the background
+    with pytest.raises(ValueError, match="crop_scale"):
+        simclr_augment(crop_scale=(0.0, 1.0))

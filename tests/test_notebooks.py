@@ -23,11 +23,8 @@ REQUIRED_PARTS = [
     ("tag", "solution"),
 ]
 #: Parts that some lessons do not have yet: {part: notebook stems}. An entry goes when those
-#: notebooks get the part (05_clip's exercises are being rewritten with its recipe).
-NOT_YET = {
-    ("tag", "exercise"): {"05_clip"},
-    ("tag", "solution"): {"05_clip"},
-}
+#: notebooks get the part (none today).
+NOT_YET: dict = {}
 
 
 def missing_parts(nb, parts=REQUIRED_PARTS) -> list:

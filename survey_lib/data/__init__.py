@@ -15,7 +15,7 @@ SimCLR pairs), :mod:`.captions` (prompt templates, captioned digits, CLIP's toke
 :mod:`.splits` (labelled fractions, fixed-step loaders). Every name is re-exported here, so
 ``from survey_lib.data import DigitsDataset`` works. All transforms come from ``torchvision.transforms.v2``.
 """
-from .catalog import DATASETS, NATIVE_SIZE, classification_dataset
+from .catalog import DATASETS, NATIVE_SIZE, NORMALIZATION, background_value, classification_dataset
 from .captions import (DIGIT_NUMERALS, HELDOUT_TEMPLATES, TRAIN_TEMPLATES, CaptionedDigits, CaptionedImages,
                        CaptionTokenizer, check_templates, fill_template)
 from .digits import DIGIT_NAMES, DIGITS_MEAN, DIGITS_STD, DigitsDataset, DigitsSplit, digits_split
@@ -29,7 +29,7 @@ from .views import (BatchMultiCrop, MultiCropDataset, MultiCropTransform, MultiT
                     random_rotation, rotate_quarter_turns, sample_mask_boxes, simclr_augment)
 
 __all__ = [
-    "DATASETS", "NATIVE_SIZE", "classification_dataset",
+    "DATASETS", "NATIVE_SIZE", "NORMALIZATION", "background_value", "classification_dataset",
     "MNIST5K_MEAN", "MNIST5K_STD", "MNIST5K_SIZES", "MNIST5k", "MNISTDisk", "mnist5k_split",
     "DIGIT_NAMES", "DIGITS_MEAN", "DIGITS_STD", "DigitsSplit", "digits_split", "DigitsDataset",
     "PHOTO_NAMES", "load_photo", "PhotoCrops", "LFWSubset",

@@ -14,15 +14,31 @@ from typing import Optional
 
 from torch.utils.data import Dataset
 
-from .digits import DigitsDataset
-from .mnist import MNIST5k, MNISTDisk
+from .digits import DIGITS_MEAN, DIGITS_STD, DigitsDataset
+from .mnist import MNIST5K_MEAN, MNIST5K_STD, MNIST5k, MNISTDisk
 
-__all__ = ["DATASETS", "NATIVE_SIZE", "classification_dataset"]
+__all__ = ["DATASETS", "NATIVE_SIZE", "NORMALIZATION", "background_value", "classification_dataset"]
 
 DATASETS = ("digits", "mnist5k", "mnist")
 
 #: Image side each dataset is served at by default.
 NATIVE_SIZE = {"digits": 32, "mnist5k": 28, "mnist": 28}
+#: The (mean, std) each dataset's images are normalised with (the full MNIST uses MNIST-5k's).
+NORMALIZATION = {"digits": (DIGITS_MEAN, DIGITS_STD), "mnist5k": (MNIST5K_MEAN, MNIST5K_STD),
+                 "mnist": (MNIST5K_MEAN, MNIST5K_STD)}
+
+
+def background_value(name: str) -> float:
+    """The value a black (0) pixel has after the dataset's normalisation: what padding, shifts and
+    erasing fill with.
+
+    Raises:
+        ValueError: an unknown dataset.
+    """
+    if name not in NORMALIZATION:
+        raise ValueError(f"unknown dataset {name!r}; choose one of {DATASETS}")
+    mean, std = NORMALIZATION[name]
+    return (0.0 - mean) / std
 
 
 def classification_dataset(name: str, split: str, img_size: Optional[int] = None, augment: bool = False,

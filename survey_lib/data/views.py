@@ -540,18 +540,26 @@ class MultiTaskViews:
 # Two views for SimCLR
 # ---------------------------------------------------------------------------------------------
 def simclr_augment(img_size: int = 32, crop_scale: Tuple[float, float] = (0.6, 1.0), degrees: float = 10.0,
-                   translate: float = 0.125, erase_p: float = 0.5) -> Callable[[torch.Tensor], torch.Tensor]:
+                   translate: float = 0.125, erase_p: float = 0.5,
+                   background: Optional[float] = None) -> Callable[[torch.Tensor], torch.Tensor]:
     """SimCLR's "random crop and resize" adapted to normalised digits (no flips, no colour).
 
     Random resized crop (``crop_scale`` of the area, aspect 3/4-4/3), a random affine map (rotation
     up to ``degrees``, shift up to ``translate`` of the side, filled with the background value), and
     with probability ``erase_p`` a small erased rectangle (2-10% of the area, background value).
+    ``background`` is the normalised value of a black pixel (default: the 8 x 8 digits';
+    :func:`survey_lib.data.catalog.background_value` gives each dataset's).
 
     Shapes: (C, img_size, img_size) -> (C, img_size, img_size).
+
+    Raises:
+        ValueError: ``crop_scale`` not within (0, 1] or not increasing.
     """
-    background = (0.0 - DIGITS_MEAN) / DIGITS_STD
+    if not 0 < crop_scale[0] <= crop_scale[1] <= 1:
+        raise ValueError(f"crop_scale must satisfy 0 < low <= high <= 1, got {crop_scale}")
+    background = (0.0 - DIGITS_MEAN) / DIGITS_STD if background is None else float(background)
     return v2.Compose([
-        v2.RandomResizedCrop(img_size, scale=crop_scale, ratio=(0.75, 4 / 3), antialias=True),
+        v2.RandomResizedCrop(img_size, scale=tuple(crop_scale), ratio=(0.75, 4 / 3), antialias=True),
         v2.RandomAffine(degrees=degrees, translate=(translate, translate), fill=background),
         v2.RandomErasing(p=erase_p, scale=(0.02, 0.1), value=background),
     ])

@@ -47,6 +47,7 @@ __all__ = [
     "ClipLoss",
     "NTXentLoss",
     "infonce_review_eq5",
+    "ReviewEq5Loss",
     "clip_step",
     "SimCLR",
     "simclr_step",
@@ -199,7 +200,7 @@ def infonce_review_eq5(h: torch.Tensor, h_prime: torch.Tensor, temperature: floa
 
     averaged over i. The negatives are the other images *in the same view* only, N - 1 of them,
     and only the first view serves as anchor; NT-Xent uses 2N - 2 negatives and both views as
-    anchors. Kept to show the difference, not for training.
+    anchors. :class:`ReviewEq5Loss` trains with it (both views as anchors).
 
     Shapes: h (N, D), h_prime (N, D) -> scalar.
 
@@ -213,6 +214,35 @@ def infonce_review_eq5(h: torch.Tensor, h_prime: torch.Tensor, temperature: floa
     neg = neg.masked_fill(torch.eye(h.shape[0], dtype=torch.bool, device=h.device), float("-inf"))
     logits = torch.cat([pos, neg], dim=1)  # (N, 1 + N): the positive is column 0
     return F.cross_entropy(logits, torch.zeros(h.shape[0], dtype=torch.long, device=h.device))
+
+
+class ReviewEq5Loss(nn.Module):
+    """The review's Eq. 5 as a training loss, symmetrised over the two views so that it differs from
+    :class:`NTXentLoss` only by its negatives::
+
+        L = 1/2 [ eq5(z_a, z_b) + eq5(z_b, z_a) ]      (eq5 = :func:`infonce_review_eq5`)
+
+    Each anchor is contrasted with its positive and the N - 1 other images *of its own view*;
+    NT-Xent adds the N - 1 other images of the other view (2N - 2 negatives). Used by the ``simclr``
+    recipe's ``loss="review_eq5"`` to measure what the omitted negatives cost.
+
+    Args:
+        temperature: tau (> 0).
+
+    Shapes: z_a (N, D), z_b (N, D) -> scalar.
+
+    Raises:
+        ValueError: as :class:`NTXentLoss`.
+    """
+
+    def __init__(self, temperature: float = 0.2) -> None:
+        super().__init__()
+        if not temperature > 0:
+            raise ValueError(f"temperature must be > 0, got {temperature}")
+        self.temperature = temperature
+
+    def forward(self, z_a: torch.Tensor, z_b: torch.Tensor) -> torch.Tensor:
+        return 0.5 * (infonce_review_eq5(z_a, z_b, self.temperature) + infonce_review_eq5(z_b, z_a, self.temperature))
 
 
 # ---------------------------------------------------------------------------------------------
