@@ -93,23 +93,56 @@ def _ipc_kernel_manager():
     return IPCKernelManager
 
 
-def run_notebook(path: Path, profile: str, output_dir: Path, progress: bool = True, timeout: Optional[int] = None) -> float:
+#: The note that replaces a worked solution in a notebook executed without its solutions.
+SOLUTION_NOT_RUN = ("*Worked solution (not executed by this run: `survey run` executes the solutions under the "
+                    "`smoke` profile only, so that `make figures` costs what the lessons cost; run the cell in "
+                    "JupyterLab, or `survey run --with-solutions`):*")
+
+
+def without_solutions(nb):
+    """A copy of notebook ``nb`` (an ``nbformat`` node) in which every code cell tagged ``solution``
+    is a markdown cell showing its code, so that an execution skips it but a reader still sees it."""
+    import copy
+
+    import nbformat
+
+    out = copy.deepcopy(nb)
+    for i, c in enumerate(out.cells):
+        if c.cell_type == "code" and "solution" in c.metadata.get("tags", []):
+            meta = {k: v for k, v in c.metadata.items() if k != "jupyter"}
+            out.cells[i] = nbformat.v4.new_markdown_cell(f"{SOLUTION_NOT_RUN}\n\n```python\n{c.source}\n```", metadata=meta)
+    return out
+
+
+def run_notebook(path: Path, profile: str, output_dir: Path, progress: bool = True, timeout: Optional[int] = None,
+                 with_solutions: Optional[bool] = None) -> float:
     """Execute one notebook with papermill (IPC kernel, ``timeout`` seconds per cell); returns its
-    wall time in seconds.
+    wall time in seconds. ``with_solutions``: also execute the exercises' worked solutions (cells
+    tagged ``solution``); None: only under ``smoke`` (where CI checks that they run); otherwise
+    they are shown, not run (:func:`without_solutions`).
 
     Raises:
         papermill.PapermillExecutionError: a cell failed.  nbclient.exceptions.CellTimeoutError: a
             cell ran longer than ``timeout``.  nbclient.exceptions.DeadKernelError: the kernel died.
     """
+    import nbformat
     import papermill as pm
 
     output_dir.mkdir(parents=True, exist_ok=True)
+    source = path
+    if not (profile == "smoke" if with_solutions is None else with_solutions):
+        source = output_dir / f".{path.stem}.without-solutions.ipynb"
+        nbformat.write(without_solutions(nbformat.read(path, as_version=4)), source)
     t0 = time.perf_counter()
-    pm.execute_notebook(
-        str(path), str(output_dir / path.name), parameters={"PROFILE": profile}, kernel_name="python3",
-        progress_bar=progress, cwd=str(path.parent), execution_timeout=timeout,
-        kernel_manager_class=_ipc_kernel_manager(),
-    )
+    try:
+        pm.execute_notebook(
+            str(source), str(output_dir / path.name), parameters={"PROFILE": profile}, kernel_name="python3",
+            progress_bar=progress, cwd=str(path.parent), execution_timeout=timeout,
+            kernel_manager_class=_ipc_kernel_manager(),
+        )
+    finally:
+        if source != path:
+            source.unlink(missing_ok=True)
     return time.perf_counter() - t0
 
 
@@ -136,12 +169,13 @@ def describe_failure(path: Path, executed: Path, error: BaseException) -> str:
     return f"{path.name}: {where} raised {what}"
 
 
-def _run_one(nb: Path, profile: str, output_dir: Path, progress: bool, timeout: int) -> Tuple[Path, Optional[float], Optional[str]]:
+def _run_one(nb: Path, profile: str, output_dir: Path, progress: bool, timeout: int,
+             with_solutions: Optional[bool] = None) -> Tuple[Path, Optional[float], Optional[str]]:
     from .report import finish_run, start_run
 
     start_run(nb.stem, profile)
     try:
-        secs = run_notebook(nb, profile, output_dir, progress=progress, timeout=timeout)
+        secs = run_notebook(nb, profile, output_dir, progress=progress, timeout=timeout, with_solutions=with_solutions)
     except Exception as e:  # noqa: BLE001 - one notebook's failure never stops the others
         finish_run(nb.stem, profile, prune=False)
         return nb, None, describe_failure(nb, output_dir / nb.name, e)
@@ -244,7 +278,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
     failures, times = [], {}
     with ThreadPoolExecutor(max_workers=jobs) as pool:
-        futures = [pool.submit(_run_one, nb, args.profile, output_dir, progress, timeout) for nb in notebooks]
+        futures = [pool.submit(_run_one, nb, args.profile, output_dir, progress, timeout,
+                               True if getattr(args, "with_solutions", False) else None) for nb in notebooks]
         for fut in futures:
             nb, secs, failure = fut.result()
             if failure is None:
@@ -346,6 +381,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--timeout", type=int, default=None,
                    help=f"seconds allowed per cell (default by profile: {CELL_TIMEOUT_S})")
     r.add_argument("--quiet", action="store_true", help="no per-cell progress bar")
+    r.add_argument("--with-solutions", action="store_true",
+                   help="also execute the exercises' worked solutions (default: only under smoke)")
     r.set_defaults(func=cmd_run)
     r.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show tracebacks of the library's errors")
 

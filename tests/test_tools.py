@@ -131,3 +131,41 @@ def test_cli_names_the_failing_cell(tmp_path, figures_tmp):
     assert "99_bad.ipynb: cell" in proc.stderr and "RuntimeError: boom smoke" in proc.stderr
     proc = subprocess.run([sys.executable, "-m", "survey_lib.cli", "run", "no_such_notebook"], capture_output=True, text=True)
     assert proc.returncode == 2 and "no notebook 'no_such_notebook'" in proc.stderr
+
+
+def test_worked_solutions_run_under_smoke_only_unless_asked(tmp_path, figures_tmp):
+    """`survey run` executes cells tagged `solution` under smoke (CI checks them) and, under the other
+    profiles, shows their code without running it (so `make figures` costs what the lessons cost),
+    unless --with-solutions; the stored notebook is never changed."""
+    import nbformat
+
+    from survey_lib.cli import SOLUTION_NOT_RUN, without_solutions
+
+    nb = nbformat.v4.new_notebook()
+    p = nbformat.v4.new_code_cell('PROFILE = "cpu"')
+    p.metadata["tags"] = ["parameters"]
+    sol = nbformat.v4.new_code_cell("raise RuntimeError('the solution ran under ' + PROFILE)")
+    sol.metadata.update(tags=["solution"], jupyter={"source_hidden": True, "outputs_hidden": True})
+    nb.cells = [p, nbformat.v4.new_code_cell("x = 1"), sol]
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    shown = without_solutions(nb)
+    assert [c.cell_type for c in shown.cells] == ["code", "code", "markdown"] and nb.cells[2].cell_type == "code"
+    assert SOLUTION_NOT_RUN in shown.cells[2].source and sol.source in shown.cells[2].source
+    assert shown.cells[2].metadata["tags"] == ["solution"]
+    path = tmp_path / "98_sol.ipynb"
+    nbformat.write(nb, path)
+    before = path.read_text()
+
+    def run(*flags):
+        return subprocess.run([sys.executable, "-m", "survey_lib.cli", "run", "--quiet", "--output-dir",
+                               str(tmp_path / "out"), *flags, str(path)], capture_output=True, text=True)
+
+    cpu = run("--profile", "cpu")
+    assert cpu.returncode == 0, cpu.stderr
+    executed = nbformat.read(tmp_path / "out" / "98_sol.ipynb", as_version=4)
+    assert executed.cells[-1].cell_type == "markdown" and SOLUTION_NOT_RUN in executed.cells[-1].source
+    smoke = run("--profile", "smoke")
+    assert smoke.returncode == 1 and "the solution ran under smoke" in smoke.stderr
+    asked = run("--profile", "cpu", "--with-solutions")
+    assert asked.returncode == 1 and "the solution ran under cpu" in asked.stderr
+    assert path.read_text() == before and not list((tmp_path / "out").glob(".*without-solutions*"))
