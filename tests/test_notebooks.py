@@ -26,7 +26,7 @@ REQUIRED_PARTS = [
 #: Parts that some lessons do not have yet: {part: notebook stems}. An entry goes when those
 #: notebooks get the part. 01_vit computes its verdicts (McNemar against the SVM) in cells not yet
 #: tagged ``verdict``.
-NOT_YET: dict = {("tag", "verdict"): ("01_vit",)}
+NOT_YET: dict = {}
 
 
 def missing_parts(nb, parts=REQUIRED_PARTS) -> list:
