@@ -394,3 +394,18 @@ def test_finetune_init_must_be_mae_or_scratch():
 
     with pytest.raises(ValueError, match="init must be"):
         FINETUNE_RECIPE.run("smoke", seed=0, overrides={"init": "supervised"}, cache=False, progress=False)
+
+
+def test_finetune_study_pairs_each_fraction_and_init_on_the_same_seeds(monkeypatch, tmp_path):
+    from survey_lib.recipes.mae import FINETUNE_ROWS, finetune_study, fraction_tag
+
+    monkeypatch.setenv("SURVEY_CACHE", str(tmp_path))
+    study = finetune_study("smoke", seeds=(0, 1), fractions=(0.1, 0.2), progress=False)
+    assert set(study) == {(i, f) for i in FINETUNE_ROWS for f in (0.1, 0.2)}
+    for (init, f), runs in study.items():
+        assert runs.seeds == [0, 1] and all(r.config["init"] == init for r in runs.results)
+        assert all(r.config["data"]["label_fraction"] == f for r in runs.results)
+    assert study[("mae", 0.1)].results[0].metrics["train_images"] < study[("mae", 0.2)].results[0].metrics["train_images"]
+    assert [fraction_tag(f) for f in (0.01, 0.1, 1.0)] == ["f001", "f010", "f100"]
+    with pytest.raises(ValueError, match="label fraction"):
+        finetune_study("smoke", seeds=(0,), fractions=(0.0,))

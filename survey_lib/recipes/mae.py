@@ -27,7 +27,7 @@ drop path 0.1 as the paper).
 """
 from __future__ import annotations
 
-from typing import Any, Dict
+from typing import Any, Dict, Optional, Sequence, Tuple
 
 from torch import nn
 
@@ -37,13 +37,14 @@ from ..models.mae import MaskedAutoencoderViT
 from ..models.vit import VisionTransformer
 from ..objectives.mae import mae_step
 from ..train import TrainConfig
-from .base import Recipe, RecipeData, RunContext, profile_config, register
+from .base import Recipe, RecipeData, RunContext, SeedsResult, profile_config, register, run_seeds
 from .common import classification_data, classifier_metrics
 from .vit import CONFIGS as VIT_CONFIGS
 from .vit import MNIST_MODEL, VIT_MODELS
 
 __all__ = ["MAE_MODELS", "MAE_TRAIN", "MAE_DATA", "MNIST_PRETRAIN", "CONFIGS", "RECIPE", "mae_for_profile",
-           "mae_train_config", "FINETUNE_TRAIN", "FINETUNE_CONFIGS", "FINETUNE_RECIPE", "load_mae_encoder"]
+           "mae_train_config", "FINETUNE_TRAIN", "FINETUNE_CONFIGS", "FINETUNE_RECIPE", "load_mae_encoder",
+           "FINETUNE_ROWS", "fraction_tag", "finetune_study"]
 
 #: The encoder is the digits ViT of the same profile (without its head), plus a light decoder.
 MAE_MODELS: Dict[str, dict] = {
@@ -212,3 +213,41 @@ FINETUNE_RECIPE = register(Recipe(
     build=_build_classifier,
     evaluate=_finetune_metrics,
 ))
+
+
+#: ``summary.csv`` method names of the two inits (``<name>_<fraction_tag>``, e.g. ``mae_finetune_f010``).
+FINETUNE_ROWS: Dict[str, str] = {"mae": "mae_finetune", "scratch": "scratch"}
+
+
+def fraction_tag(fraction: float) -> str:
+    """``0.1 -> "f010"``: a label fraction as the three-digit percentage of the summary rows.
+
+    Raises:
+        ValueError: a fraction outside (0, 1].
+    """
+    if not 0.0 < fraction <= 1.0:
+        raise ValueError(f"a label fraction lies in (0, 1], got {fraction}")
+    return f"f{round(fraction * 100):03d}"
+
+
+def finetune_study(profile: str = "cpu", seeds: Sequence[int] = (0, 1, 2), fractions: Sequence[float] = (0.01, 0.1),
+                   overrides: Optional[dict] = None, progress: Optional[bool] = None) -> Dict[Tuple[str, float], SeedsResult]:
+    """MAE fine-tuning against the same ViT from scratch, at each label fraction, for every seed
+    (each pre-training run once per seed, from the model cache after the first use).
+
+    Returns: ``{(init, fraction): SeedsResult}`` with ``init`` in :data:`FINETUNE_ROWS`; each run's
+    metrics hold ``test_acc`` and its history the per-epoch ``val_acc``.
+
+    Raises:
+        ValueError: no seeds, or a fraction outside (0, 1].
+    """
+    for f in fractions:
+        fraction_tag(f)
+    out: Dict[Tuple[str, float], SeedsResult] = {}
+    for f in fractions:
+        for init in FINETUNE_ROWS:
+            base = dict(overrides or {})
+            ov = {**base, "init": init, "data": {**base.get("data", {}), "label_fraction": float(f)}}
+            out[(init, float(f))] = run_seeds(FINETUNE_RECIPE, profile, seeds, overrides=ov, progress=progress,
+                                              desc=f"{FINETUNE_ROWS[init]}_{fraction_tag(f)} [{profile}]")
+    return out
