@@ -87,7 +87,8 @@ LEARNING_PATH: Tuple[Lesson, ...] = (
            "of global, window and neighbourhood attention grows with the tokens"),
     Lesson("05_clip", "CLIP and SimCLR: learning from pairs", ("01_vit",),
            "the symmetric InfoNCE loss, two towers, an ablation of open_clip's choices, zero-shot classification "
-           "with unseen prompts, retrieval, a linear probe, and SimCLR's NT-Xent on two views of an image"),
+           "with unseen prompts, retrieval, a linear probe, and SimCLR's NT-Xent on two views of an image, trained "
+           "against the review's Eq. 5 and judged against a random encoder and raw pixels"),
     Lesson("06_mae", "Masked autoencoders", ("01_vit",),
            "random masking by argsort of noise, an encoder on the visible patches, the MSE on removed patches, "
            "norm_pix_loss, probing a frozen encoder, and fine-tuning it against the same ViT from scratch "

@@ -168,13 +168,15 @@ def extract_features(encoder: Callable[[torch.Tensor], torch.Tensor], data: Unio
 
 def knn_classify(train_features: torch.Tensor, train_labels: torch.Tensor, test_features: torch.Tensor,
                  test_labels: torch.Tensor, k: int = 20, temperature: float = 0.07,
-                 num_classes: Optional[int] = None) -> float:
+                 num_classes: Optional[int] = None, return_correct: bool = False) -> Union[float, np.ndarray]:
     """Weighted k-NN accuracy on L2-normalised features, as in DINO (Wu et al. 2018 weighting).
 
     Each test feature's k nearest training features (cosine similarity s_i) vote for their class
     with weight ``exp(s_i / temperature)``; the class with the largest total wins.
 
-    Shapes: *_features (n, D), *_labels (n,). Returns accuracy in [0, 1].
+    Shapes: *_features (n, D), *_labels (n,). Returns accuracy in [0, 1]; with ``return_correct``
+    the ``(n_test,)`` boolean array of correctly classified test samples instead (its mean is the
+    accuracy), for a paired test such as :func:`mcnemar`.
 
     Raises:
         ValueError: if k is not in [1, number of training samples].
@@ -190,14 +192,18 @@ def knn_classify(train_features: torch.Tensor, train_labels: torch.Tensor, test_
     weights = (top_sim / temperature).exp()  # (n_test, k)
     votes = torch.zeros(te.shape[0], K)
     votes.scatter_add_(1, train_labels[top_idx], weights)  # (n_test, K)
-    return float((votes.argmax(1) == test_labels).float().mean())
+    correct = votes.argmax(1) == test_labels  # (n_test,)
+    return correct.numpy() if return_correct else float(correct.float().mean())
 
 
 def linear_probe(train_features: torch.Tensor, train_labels: torch.Tensor, test_features: torch.Tensor,
-                 test_labels: torch.Tensor, C: float = 1.0, max_iter: int = 2000) -> float:
+                 test_labels: torch.Tensor, C: float = 1.0, max_iter: int = 2000,
+                 return_correct: bool = False) -> Union[float, np.ndarray]:
     """Accuracy of a logistic-regression classifier (scikit-learn) on standardised frozen features.
 
-    Shapes: *_features (n, D), *_labels (n,). Returns accuracy in [0, 1].
+    Shapes: *_features (n, D), *_labels (n,). Returns accuracy in [0, 1]; with ``return_correct``
+    the ``(n_test,)`` boolean array of correctly classified test samples instead (its mean is the
+    accuracy), for a paired test such as :func:`mcnemar`.
     """
     from sklearn.linear_model import LogisticRegression
     from sklearn.pipeline import make_pipeline
@@ -205,6 +211,8 @@ def linear_probe(train_features: torch.Tensor, train_labels: torch.Tensor, test_
 
     clf = make_pipeline(StandardScaler(), LogisticRegression(C=C, max_iter=max_iter))
     clf.fit(train_features.numpy(), train_labels.numpy())
+    if return_correct:
+        return clf.predict(test_features.numpy()) == test_labels.numpy()  # (n_test,)
     return float(clf.score(test_features.numpy(), test_labels.numpy()))
 
 

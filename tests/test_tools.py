@@ -49,6 +49,11 @@ def test_knn_and_linear_probe_on_separable_features():
     assert knn_classify(x[:45], y_rand[:45], x[45:], y_rand[45:], k=5) < 0.7
     with pytest.raises(ValueError, match="k=50"):
         knn_classify(x[:45], y[:45], x[45:], y[45:], k=50)
+    # per-sample correctness for paired tests (McNemar): its mean is the accuracy
+    for probe_fn, kw in ((knn_classify, dict(k=5)), (linear_probe, {})):
+        c = probe_fn(x[:45], y_rand[:45], x[45:], y_rand[45:], return_correct=True, **kw)
+        assert c.dtype == bool and c.shape == (15,)
+        assert c.mean() == pytest.approx(probe_fn(x[:45], y_rand[:45], x[45:], y_rand[45:], **kw))
 
 
 def test_rollout_of_identity_attention_is_identity_and_rows_are_distributions():
