@@ -24,6 +24,11 @@ with random resized crops; 40 (digits) or 100 (MNIST-5k) pre-training epochs ins
 batch 64 instead of 4096, a fixed learning rate instead of the paper's ``base_lr * batch / 256``
 rule; fine-tuning without layer-wise learning-rate decay, mixup or cutmix (label smoothing 0.1 and
 drop path 0.1 as the paper).
+
+The ``cpu`` budgets of ``mae_finetune`` (100 pre-training epochs, 200 fine-tuning epochs at batch 32
+for both inits) were set once and not tuned; on the validation split (3 seeds) they gave MAE
+95.5% vs scratch 91.5% at 10% of the labels, 52.9% vs 33.6% at 1%. Per run on one thread: about
+220-370 s of pre-training (once per seed), 60-90 s of fine-tuning at 10%, 20-30 s at 1%.
 """
 from __future__ import annotations
 
