@@ -329,3 +329,83 @@ def test_other_errors():
         masked_mse(torch.randn(1, 4, 2), torch.randn(1, 4, 3), torch.ones(1, 4))
     with pytest.raises(ValueError, match="expects \\(16, 16\\) images"):
         tiny_mae()(torch.randn(1, 1, 20, 20))
+
+
+# ---------------------------------------------------------------------------------------------
+# mae_finetune: the pre-trained encoder as a classifier, or the same ViT from scratch
+# ---------------------------------------------------------------------------------------------
+class _StopBeforeTraining(Exception):
+    pass
+
+
+def _start_of_finetuning(monkeypatch, overrides):
+    """The classifier's weights when the fine-tuning run starts, and the run's data extras."""
+    import survey_lib.recipes.base as base
+    from survey_lib.recipes.mae import FINETUNE_RECIPE
+
+    seen = {}
+    real_fit = base.fit
+
+    def capture(model, *args, **kwargs):
+        if isinstance(model, MaskedAutoencoderViT):  # the pre-training run: train it for real
+            return real_fit(model, *args, **kwargs)
+        seen["state"] = {k: v.clone() for k, v in model.state_dict().items()}
+        raise _StopBeforeTraining
+
+    monkeypatch.setattr(base, "fit", capture)
+    with pytest.raises(_StopBeforeTraining):
+        FINETUNE_RECIPE.run("smoke", seed=1, overrides=overrides, cache=False, progress=False)
+    return seen["state"]
+
+
+def test_finetuning_starts_from_the_pretrained_encoder_and_scratch_does_not(monkeypatch, tmp_path):
+    from survey_lib.recipes.mae import RECIPE as MAE
+
+    monkeypatch.setenv("SURVEY_CACHE", str(tmp_path))
+    start = _start_of_finetuning(monkeypatch, {"init": "mae"})
+    encoder = MAE.run("smoke", seed=1, progress=False).model.encoder.state_dict()  # the cached pre-training run
+    copied = [k for k in encoder if not k.startswith("norm.")]
+    assert copied and all(torch.equal(start[k], encoder[k]) for k in copied)
+    scratch = _start_of_finetuning(monkeypatch, {"init": "scratch"})
+    assert not torch.equal(scratch["blocks.0.attn.qkv.weight"], encoder["blocks.0.attn.qkv.weight"])
+    assert torch.equal(scratch["head.weight"], start["head.weight"])  # same seed, same fresh head either way
+
+
+def test_load_mae_encoder_reports_what_it_left_and_refuses_another_architecture():
+    from survey_lib.models.vit import VisionTransformer
+    from survey_lib.recipes.mae import load_mae_encoder
+
+    mae = MaskedAutoencoderViT(img_size=16, patch_size=4, in_chans=1, embed_dim=16, depth=2, num_heads=2,
+                               decoder_embed_dim=16, decoder_depth=1, decoder_num_heads=2)
+    clf = VisionTransformer(img_size=16, patch_size=4, in_chans=1, num_classes=10, embed_dim=16, depth=2, num_heads=2,
+                            global_pool="avg")
+    report = load_mae_encoder(clf, mae)
+    assert report["dropped"] == ["norm.bias", "norm.weight"]
+    assert set(report["missing"]) == {"head.weight", "head.bias", "fc_norm.weight", "fc_norm.bias"}
+    torch.testing.assert_close(clf.pos_embed, mae.encoder.pos_embed)  # MAE's sin-cos table comes along
+    deeper = VisionTransformer(img_size=16, patch_size=4, in_chans=1, num_classes=10, embed_dim=16, depth=3, num_heads=2,
+                               global_pool="avg")
+    with pytest.raises(ValueError, match="does not fit"):
+        load_mae_encoder(deeper, mae)
+
+
+def test_finetune_init_must_be_mae_or_scratch():
+    from survey_lib.recipes.mae import FINETUNE_RECIPE
+
+    with pytest.raises(ValueError, match="init must be"):
+        FINETUNE_RECIPE.run("smoke", seed=0, overrides={"init": "supervised"}, cache=False, progress=False)
+
+
+def test_finetune_study_pairs_each_fraction_and_init_on_the_same_seeds(monkeypatch, tmp_path):
+    from survey_lib.recipes.mae import FINETUNE_ROWS, finetune_study, fraction_tag
+
+    monkeypatch.setenv("SURVEY_CACHE", str(tmp_path))
+    study = finetune_study("smoke", seeds=(0, 1), fractions=(0.1, 0.2), progress=False)
+    assert set(study) == {(i, f) for i in FINETUNE_ROWS for f in (0.1, 0.2)}
+    for (init, f), runs in study.items():
+        assert runs.seeds == [0, 1] and all(r.config["init"] == init for r in runs.results)
+        assert all(r.config["data"]["label_fraction"] == f for r in runs.results)
+    assert study[("mae", 0.1)].results[0].metrics["train_images"] < study[("mae", 0.2)].results[0].metrics["train_images"]
+    assert [fraction_tag(f) for f in (0.01, 0.1, 1.0)] == ["f001", "f010", "f100"]
+    with pytest.raises(ValueError, match="label fraction"):
+        finetune_study("smoke", seeds=(0,), fractions=(0.0,))

@@ -13,7 +13,7 @@ from survey_lib.recipes import (Recipe, RecipeData, RecipeResult, UnknownRecipeE
                                 merge_config, register)
 
 #: What the package must provide (a new method adds to it; none may silently disappear).
-EXPECTED = {"vit", "deit", "cnn_teacher", "swin", "nat", "clip", "open_clip_clip", "simclr", "mae", "dino", "dino_nat",
+EXPECTED = {"vit", "deit", "cnn_teacher", "swin", "nat", "clip", "open_clip_clip", "simclr", "mae", "mae_finetune", "dino", "dino_nat",
             "multitask", "supervised_baseline"}
 
 
