@@ -79,6 +79,13 @@ def _check_pair(a: torch.Tensor, b: torch.Tensor, names: Tuple[str, str]) -> Non
         raise ValueError(f"empty batch: got 0 {names[0]}")
 
 
+def _checked_temperature(temperature: float) -> float:
+    """``temperature`` if it is positive; ValueError otherwise (the contrastive losses divide by it)."""
+    if not temperature > 0:
+        raise ValueError(f"temperature must be > 0, got {temperature}")
+    return temperature
+
+
 def clip_logits(image_features: torch.Tensor, text_features: torch.Tensor,
                 logit_scale: Union[torch.Tensor, float]) -> Tuple[torch.Tensor, torch.Tensor]:
     """The two logit matrices of CLIP: ``logits_per_image = scale * I T^T`` and its transpose.
@@ -178,9 +185,7 @@ class NTXentLoss(nn.Module):
 
     def __init__(self, temperature: float = 0.2) -> None:
         super().__init__()
-        if not temperature > 0:
-            raise ValueError(f"temperature must be > 0, got {temperature}")
-        self.temperature = temperature
+        self.temperature = _checked_temperature(temperature)
 
     def forward(self, z_a: torch.Tensor, z_b: torch.Tensor) -> torch.Tensor:
         _check_pair(z_a, z_b, ("first views", "second views"))
@@ -237,9 +242,7 @@ class ReviewEq5Loss(nn.Module):
 
     def __init__(self, temperature: float = 0.2) -> None:
         super().__init__()
-        if not temperature > 0:
-            raise ValueError(f"temperature must be > 0, got {temperature}")
-        self.temperature = temperature
+        self.temperature = _checked_temperature(temperature)
 
     def forward(self, z_a: torch.Tensor, z_b: torch.Tensor) -> torch.Tensor:
         return 0.5 * (infonce_review_eq5(z_a, z_b, self.temperature) + infonce_review_eq5(z_b, z_a, self.temperature))
