@@ -219,3 +219,27 @@ def test_error_odd_grid_cannot_merge_and_wrong_input_size():
         WindowAttention(8, 4, 2)(torch.randn(2, 9, 8))
     with pytest.raises(ValueError, match="does not fit"):
         WindowAttention(8, 4, 2)(torch.randn(6, 16, 8), mask=shifted_window_mask(8, 4, 2))
+
+
+def test_without_shifted_windows_no_token_sees_past_its_window():
+    """Table 4's "w/o shifting": with W-MSA in every block, two blocks of a stage never mix windows;
+    the shifted model's second block does."""
+    torch.manual_seed(0)
+    shifted = SwinTransformer(**CFG).eval()
+    flat = SwinTransformer(**{**CFG, "shifted_windows": False}).eval()
+    flat.load_state_dict(shifted.state_dict(), strict=False)  # the same weights; only the masks differ
+    assert all(b.shift_size == (0, 0) and b.attn_mask is None for st in flat.layers for b in st.blocks)
+    assert shifted.layers[0].blocks[1].shift_size == (2, 2)
+    x = torch.randn(1, 1, 32, 32)
+    x2 = x.clone()
+    x2[..., :8, :8] += 1.0  # the first 4 x 4-token window of the 16 x 16 grid (patch 2)
+    outside = torch.ones(16, 16, dtype=torch.bool)
+    outside[:4, :4] = False
+    with torch.no_grad():
+        def change(model):
+            a, b = (model.layers[0](model._embed_tokens(v)) for v in (x, x2))
+            return (a - b).abs().amax(dim=-1)[0]  # (16, 16)
+        assert change(flat)[outside].max() == 0 and change(flat)[~outside].min() > 0
+        assert change(shifted)[outside].max() > 1e-4
+    with pytest.raises(ValueError, match="always shifts"):
+        timm_kwargs(flat)

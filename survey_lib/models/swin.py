@@ -327,7 +327,9 @@ class SwinTransformerStage(nn.Module):
         input_resolution: (H, W) grid of the input; the blocks see (H/2, W/2) if ``downsample``.
         depth: number of blocks.  downsample: merge patches first (every stage but the first).
         num_heads, window_size, mlp_ratio, qkv_bias, proj_drop, attn_drop: see the block.
-        drop_path: one rate per block.
+        drop_path: one rate per block.  shifted_windows: shift every second block's windows by half
+            a window (SW-MSA, Sec. 3.2); False keeps W-MSA in every block (the paper's "w/o shifting"
+            ablation, Sec. 4.3, Table 4).
 
     Shapes: (B, H, W, dim) -> (B, H', W', out_dim); with ``return_attention=True`` also a list of
     per-block (B, nW, h, N, N).
@@ -348,6 +350,7 @@ class SwinTransformerStage(nn.Module):
         attn_drop: float = 0.0,
         drop_path: Sequence[float] = (),
         norm_layer: type = nn.LayerNorm,
+        shifted_windows: bool = True,
     ) -> None:
         super().__init__()
         self.input_resolution = tuple(input_resolution)
@@ -363,7 +366,7 @@ class SwinTransformerStage(nn.Module):
         self.blocks = nn.ModuleList(
             SwinTransformerBlock(
                 out_dim, self.output_resolution, num_heads, window_size=ws,
-                shift_size=0 if i % 2 == 0 else (ws[0] // 2, ws[1] // 2),  # W-MSA, SW-MSA, W-MSA, ...
+                shift_size=0 if i % 2 == 0 or not shifted_windows else (ws[0] // 2, ws[1] // 2),  # W-MSA, SW-MSA, ...
                 mlp_ratio=mlp_ratio, qkv_bias=qkv_bias, proj_drop=proj_drop, attn_drop=attn_drop,
                 drop_path=drop_path[i], norm_layer=norm_layer,
             )
@@ -401,6 +404,7 @@ class SwinTransformer(nn.Module):
         attn_drop_rate: dropouts inside blocks.  drop_path_rate: stochastic depth, rising linearly
         from 0 over all blocks (Sec. 4.1 uses 0.2 for Swin-T).
         global_pool: ``'avg'`` only (the paper's head).
+        shifted_windows: False: no shifted windows anywhere (Table 4's "w/o shifting" ablation).
 
     Shapes:
         x: (B, C, H, W) -> logits (B, K).
@@ -431,6 +435,7 @@ class SwinTransformer(nn.Module):
         attn_drop_rate: float = 0.0,
         drop_path_rate: float = 0.1,
         global_pool: str = "avg",
+        shifted_windows: bool = True,
     ) -> None:
         super().__init__()
         depths, num_heads = tuple(depths), tuple(num_heads)
@@ -455,6 +460,7 @@ class SwinTransformer(nn.Module):
             embed_dim=embed_dim, depths=depths, num_heads=num_heads, window_size=window_size,
             mlp_ratio=mlp_ratio, qkv_bias=qkv_bias, drop_rate=drop_rate, proj_drop_rate=proj_drop_rate,
             attn_drop_rate=attn_drop_rate, drop_path_rate=drop_path_rate, global_pool=global_pool,
+            shifted_windows=shifted_windows,
         )
 
         # Sec. 3.1: patch partition + linear embedding, with LayerNorm (as in the official code).
@@ -468,7 +474,7 @@ class SwinTransformer(nn.Module):
             stage = SwinTransformerStage(
                 dims[max(i - 1, 0)], dims[i], res, depths[i], downsample=i > 0, num_heads=num_heads[i],
                 window_size=window_size, mlp_ratio=mlp_ratio, qkv_bias=qkv_bias, proj_drop=proj_drop_rate,
-                attn_drop=attn_drop_rate, drop_path=dpr[start:start + depths[i]],
+                attn_drop=attn_drop_rate, drop_path=dpr[start:start + depths[i]], shifted_windows=shifted_windows,
             )
             stages.append(stage)
             res, start = stage.output_resolution, start + depths[i]
@@ -629,8 +635,15 @@ def from_timm_state_dict(state_dict: Dict[str, torch.Tensor]) -> Dict[str, torch
 
 
 def timm_kwargs(model: SwinTransformer) -> dict:
-    """Keyword arguments that build timm's ``SwinTransformer`` with our model's architecture."""
+    """Keyword arguments that build timm's ``SwinTransformer`` with our model's architecture.
+
+    Raises:
+        ValueError: a model built with ``shifted_windows=False`` (timm's Swin always shifts).
+    """
     c = dict(model.config)
+    if not c["shifted_windows"]:
+        raise ValueError("timm's SwinTransformer always shifts every second block's windows; build ours with "
+                         "shifted_windows=True to compare it with timm")
     return dict(
         img_size=c["img_size"], patch_size=c["patch_size"], in_chans=c["in_chans"], num_classes=c["num_classes"],
         global_pool=c["global_pool"], embed_dim=c["embed_dim"], depths=tuple(c["depths"]),

@@ -11,10 +11,10 @@ from ..evaluate import accuracy
 from ..train import History
 from .base import RecipeData
 
-__all__ = ["DIGITS_DATA", "classification_data", "classifier_metrics"]
+__all__ = ["DIGITS_DATA", "classification_data", "classifier_metrics", "fraction_tag"]
 
 #: The ``data`` section of a recipe on the 32 px digits (the ``smoke`` data).
-DIGITS_DATA = {"dataset": "digits", "img_size": 32, "in_chans": 1, "augment": True}
+DIGITS_DATA = {"dataset": "digits", "img_size": 32, "in_chans": 1, "augment": True, "max_shift": None, "label_fraction": 1.0}
 
 
 def classification_data(cfg: Dict[str, Any], seed: int) -> RecipeData:
@@ -36,3 +36,14 @@ def classification_data(cfg: Dict[str, Any], seed: int) -> RecipeData:
 def classifier_metrics(model: nn.Module, data: RecipeData, cfg: Dict[str, Any], history: History) -> Dict[str, float]:
     """Test accuracy (a fraction) and parameter count of a trained classifier."""
     return {"test_acc": accuracy(model, data.test), "params": count_parameters(model)}
+
+
+def fraction_tag(fraction: float) -> str:
+    """``0.1 -> "f010"``: a label fraction as the three-digit percentage of the summary rows.
+
+    Raises:
+        ValueError: a fraction outside (0, 1].
+    """
+    if not 0.0 < fraction <= 1.0:
+        raise ValueError(f"a label fraction lies in (0, 1], got {fraction}")
+    return f"f{round(fraction * 100):03d}"

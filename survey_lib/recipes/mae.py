@@ -43,7 +43,7 @@ from ..models.vit import VisionTransformer
 from ..objectives.mae import mae_step
 from ..train import TrainConfig
 from .base import Recipe, RecipeData, RunContext, SeedsResult, profile_config, register, run_seeds
-from .common import classification_data, classifier_metrics
+from .common import classification_data, classifier_metrics, fraction_tag
 from .vit import CONFIGS as VIT_CONFIGS
 from .vit import MNIST_MODEL, VIT_MODELS
 
@@ -222,17 +222,6 @@ FINETUNE_RECIPE = register(Recipe(
 
 #: ``summary.csv`` method names of the two inits (``<name>_<fraction_tag>``, e.g. ``mae_finetune_f010``).
 FINETUNE_ROWS: Dict[str, str] = {"mae": "mae_finetune", "scratch": "scratch"}
-
-
-def fraction_tag(fraction: float) -> str:
-    """``0.1 -> "f010"``: a label fraction as the three-digit percentage of the summary rows.
-
-    Raises:
-        ValueError: a fraction outside (0, 1].
-    """
-    if not 0.0 < fraction <= 1.0:
-        raise ValueError(f"a label fraction lies in (0, 1], got {fraction}")
-    return f"f{round(fraction * 100):03d}"
 
 
 def finetune_study(profile: str = "cpu", seeds: Sequence[int] = (0, 1, 2), fractions: Sequence[float] = (0.01, 0.1),

@@ -12,9 +12,10 @@ from torch import nn
 from ..models.resnet import timm_resnet
 from ..train import TrainConfig
 from .base import Recipe, profile_config, register
-from .common import classifier_metrics, classification_data
+from .common import DIGITS_DATA, classifier_metrics, classification_data
+from .vit import MNIST_DATA, MNIST_TRAIN
 
-__all__ = ["TEACHER_MODELS", "TEACHER_TRAIN", "CONFIGS", "RECIPE", "cnn_teacher", "teacher_train_config"]
+__all__ = ["TEACHER_MODELS", "TEACHER_TRAIN", "MNIST_CONFIG", "CONFIGS", "RECIPE", "cnn_teacher", "teacher_train_config"]
 
 #: timm ``resnet10t`` (deep-tiered stem, one BasicBlock per stage, average-pool shortcuts) with
 #: narrow channels for 32 x 32 one-channel digits, by profile. ``cpu``: ~0.32M parameters,
@@ -32,7 +33,13 @@ TEACHER_TRAIN: Dict[str, dict] = {
     "full": dict(epochs=100, batch_size=128, lr=2e-3, warmup_epochs=5, weight_decay=0.05, label_smoothing=0.1),
 }
 
-CONFIGS: Dict[str, dict] = {p: {"model": TEACHER_MODELS[p], "train": TEACHER_TRAIN[p]} for p in TEACHER_MODELS}
+#: The ``cpu`` ResNet on 28 px MNIST-5k (the inductive-bias comparison, :mod:`survey_lib.recipes.compare`):
+#: the same network (its strides take 28 px to a 1 x 1 map), with the ViT's data and training recipe
+#: (:data:`survey_lib.recipes.vit.MNIST_TRAIN`), so the two differ by the architecture only.
+MNIST_CONFIG: Dict[str, dict] = {"data": dict(MNIST_DATA), "model": dict(TEACHER_MODELS["cpu"]), "train": dict(MNIST_TRAIN)}
+
+CONFIGS: Dict[str, dict] = {p: {"data": dict(DIGITS_DATA), "model": TEACHER_MODELS[p], "train": TEACHER_TRAIN[p]}
+                            for p in TEACHER_MODELS}
 
 
 def cnn_teacher(profile: str = "cpu", in_chans: int = 1, num_classes: int = 10, **overrides) -> nn.Module:

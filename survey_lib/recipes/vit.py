@@ -43,7 +43,8 @@ VIT_TRAIN: Dict[str, dict] = {
 }
 
 #: MNIST-5k at 28 px with random 2-pixel shifts.
-MNIST_DATA: Dict[str, object] = {"dataset": "mnist5k", "img_size": 28, "in_chans": 1, "augment": True, "max_shift": 2}
+MNIST_DATA: Dict[str, object] = {"dataset": "mnist5k", "img_size": 28, "in_chans": 1, "augment": True, "max_shift": 2,
+                                 "label_fraction": 1.0}
 
 #: The ``cpu`` ViT for 28 px MNIST: patch 7 (4 x 4 = 16 tokens), 64 wide, 4 blocks, mean-pooled patch
 #: tokens, stochastic depth 0.1. Chosen on the validation split among patch 2 / 4 / 7, widths 64-128,
