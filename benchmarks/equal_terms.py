@@ -11,7 +11,7 @@ split the models over two processes, then print the table::
     OMP_NUM_THREADS=1 python benchmarks/equal_terms.py                 # every run (from the cache) and the table
     OMP_NUM_THREADS=1 python benchmarks/equal_terms.py --fractions 0.05,0.1,0.25,0.5,1   # the learning curves
 
-``--record`` writes the rows to ``figures/summary.csv`` under notebook ``03_swin`` (``swin``,
+``--record`` writes the rows to ``figures/summary.csv`` under notebook ``11_inductive_bias`` (the lesson that draws them) (``swin``,
 ``swin_f010``, ...: ``test_acc`` and ``val_acc`` with std and n_seeds, ``params``, ``flops``).
 """
 from __future__ import annotations
@@ -40,14 +40,14 @@ def main(argv=None) -> None:
     ap.add_argument("--seeds", default="0,1,2")
     ap.add_argument("--models", default=",".join(COMPARED))
     ap.add_argument("--fractions", default="1")
-    ap.add_argument("--record", action="store_true", help="write the rows to figures/summary.csv (notebook 03_swin)")
+    ap.add_argument("--record", action="store_true", help="write the rows to figures/summary.csv (notebook 11_inductive_bias)")
     args = ap.parse_args(argv)
     seeds = [int(s) for s in args.seeds.split(",")]
     models = args.models.split(",")
     fractions = [float(f) for f in args.fractions.split(",")]
     study = equal_terms_study(args.profile, seeds, fractions, models, progress=False)
     costs = model_costs(args.profile, models)
-    report = Reporter("03_swin", args.profile) if args.record else None
+    report = Reporter("11_inductive_bias", args.profile) if args.record else None
     val_mean = {}
     for (name, f), runs in study.items():
         cfg = compared_recipe(name).config(args.profile, compared_overrides(name, args.profile, f))

@@ -36,7 +36,8 @@ NAT_TRAIN: Dict[str, dict] = {
 
 #: NAT on 28 px MNIST (the inductive-bias comparison, :mod:`survey_lib.recipes.compare`): the paper's
 #: tokenizer (two 3x3 stride-2 convolutions) gives a 7 x 7 grid where a 3 x 3 neighbourhood is local
-#: (DiNA with dilation 2 in every second block reaches across it), then a 4 x 4 level.
+#: (DiNA with dilation 2 in every second block reaches across it), then a 4 x 4 level. Set once, not
+#: searched (one thread, seed 0, 60 epochs: validation 99.2%, 221 s; kernel 5 does not fit the 4 x 4 level).
 MNIST_MODEL: Dict[str, object] = dict(img_size=28, in_chans=1, num_classes=10, embed_dim=48, depths=(2, 2),
                                       num_heads=(3, 6), kernel_size=3, dilations=((1, 2), (1, 1)), mlp_ratio=2.0,
                                       drop_path_rate=0.1)

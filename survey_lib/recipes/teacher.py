@@ -35,7 +35,8 @@ TEACHER_TRAIN: Dict[str, dict] = {
 
 #: The ``cpu`` ResNet on 28 px MNIST-5k (the inductive-bias comparison, :mod:`survey_lib.recipes.compare`):
 #: the same network (its strides take 28 px to a 1 x 1 map), with the ViT's data and training recipe
-#: (:data:`survey_lib.recipes.vit.MNIST_TRAIN`), so the two differ by the architecture only.
+#: (:data:`survey_lib.recipes.vit.MNIST_TRAIN`), so the two differ by the architecture only. Not searched
+#: (one thread, seed 0, 60 epochs: validation 99.0%, 112 s).
 MNIST_CONFIG: Dict[str, dict] = {"data": dict(MNIST_DATA), "model": dict(TEACHER_MODELS["cpu"]), "train": dict(MNIST_TRAIN)}
 
 CONFIGS: Dict[str, dict] = {p: {"data": dict(DIGITS_DATA), "model": TEACHER_MODELS[p], "train": TEACHER_TRAIN[p]}
