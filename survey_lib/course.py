@@ -105,6 +105,10 @@ LEARNING_PATH: Tuple[Lesson, ...] = (
     Lesson("10_small_data", "Small data: multi-task self-distillation", ("07_dino",),
            "DINO plus rotation prediction plus supervision against a supervised ViT at small label "
            "fractions, with the budget held equal and an ablation"),
+    Lesson("11_inductive_bias", "Inductive bias, measured", ("01_vit", "03_swin", "04_nat"),
+           "ViT, Swin, NAT and a ResNet on equal terms (one dataset, recipe and set of seeds; parameters, FLOPs "
+           "and wall time), learning curves over training-set size with a verdict per size, and Swin without "
+           "shifted windows"),
 )
 
 

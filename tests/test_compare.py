@@ -55,3 +55,51 @@ def test_the_study_trains_every_model_at_every_fraction(monkeypatch, tmp_path):
     whole, half = (study[("resnet", f)].results[0] for f in (1.0, 0.5))
     assert len(half.history.rows) == epochs_for_fraction(len(whole.history.rows), 0.5)
     assert not any(b.shift_size != (0, 0) for st in study[("swin_no_shift", 1.0)].results[0].model.layers for b in st.blocks)
+
+
+def _fake_study():
+    from types import SimpleNamespace
+
+    from survey_lib.train import History
+
+    def run(seed, acc, secs):
+        h = History(rows=[{"epoch": e, "seconds": secs, "val_acc": acc * e / 3} for e in (1, 2, 3)])
+        return SimpleNamespace(seed=seed, history=h, metrics={"test_acc": acc})
+
+    return {(m, f): SimpleNamespace(results=[run(s, base * f + 0.01 * s, 2.0 if m == "vit" else 5.0) for s in (0, 1, 2)])
+            for m, base in (("vit", 0.8), ("resnet", 0.9)) for f in (0.5, 1.0)}
+
+
+def test_the_frames_hold_one_row_per_run_and_per_epoch():
+    from survey_lib.viz.compare import curves_frame, results_frame
+
+    study = _fake_study()
+    res = results_frame(study, {0.5: 100, 1.0: 200})
+    assert len(res) == 12 and set(res.train_images) == {100, 200}
+    assert res[(res.model == "vit") & (res.fraction == 1.0)].test_acc.tolist() == pytest.approx([0.8, 0.81, 0.82])
+    assert res.seconds.max() == 15.0  # three epochs of 5 s
+    cur = curves_frame(study, 1.0)
+    assert len(cur) == 2 * 3 * 3 and cur[cur.model == "vit"].groupby("seed").seconds.max().tolist() == [6.0] * 3
+
+
+def test_the_figures_draw_one_line_per_model_in_its_colour_and_refuse_bad_frames():
+    import matplotlib.pyplot as plt
+    import pandas as pd
+
+    from survey_lib.viz.compare import MODEL_COLORS, curves_frame, model_color, plot_accuracy_vs_time, plot_learning_curves, results_frame
+
+    study = _fake_study()
+    fig = plot_learning_curves(results_frame(study, {0.5: 100, 1.0: 200}), models=("vit", "resnet"))
+    lines = fig.axes[0].get_lines()
+    assert [ln.get_color() for ln in lines] == [MODEL_COLORS["vit"], MODEL_COLORS["resnet"]]
+    assert lines[1].get_ydata().tolist() == pytest.approx([46.0, 91.0])  # mean over seeds, in percent
+    assert fig.axes[0].get_xscale() == "log" and len(fig.axes[0].collections) == 2  # one band per model
+    plt.close(fig)
+    fig = plot_accuracy_vs_time(curves_frame(study), budget=6.0)
+    assert len(fig.axes[0].get_lines()) == 3  # two models and the budget line
+    plt.close(fig)
+    assert len(set(MODEL_COLORS.values())) == len(MODEL_COLORS) and model_color("unknown") == "#7f7f7f"
+    with pytest.raises(ValueError, match="results_frame"):
+        plot_learning_curves(pd.DataFrame({"model": ["vit"]}))
+    with pytest.raises(ValueError, match="curves_frame"):
+        plot_accuracy_vs_time(pd.DataFrame({"model": ["vit"]}))
