@@ -285,7 +285,7 @@ def test_every_notebook_runs_whatever_happens_to_another(tmp_path, figures_tmp, 
 
 
 def test_an_ambiguous_notebook_name_is_refused_with_the_candidates():
-    with pytest.raises(ValueError, match="'1' matches 2 notebooks: 01_vit, 10_small_data"):
+    with pytest.raises(ValueError, match="'1' matches 3 notebooks: 01_vit, 10_small_data, 11_inductive_bias"):
         find_notebooks(["1"])
     assert [p.stem for p in find_notebooks(["01"])] == ["01_vit"]
     with pytest.raises(FileNotFoundError, match="no notebook 'zz'"):
