@@ -143,6 +143,33 @@ def test_the_code_version_ignores_docstrings_and_comments_but_not_statements():
     assert _code_text("def broken(:\n") == "def broken(:\n"  # unparsable: hashed as text
 
 
+def test_a_recipes_code_version_follows_its_imports_and_nothing_else(monkeypatch):
+    from survey_lib.recipes import cache
+
+    vit = cache.code_modules(tuple(get_recipe("vit").code_roots()))
+    for needed in ("survey_lib.recipes.vit", "survey_lib.recipes.base", "survey_lib.models.vit", "survey_lib.layers",
+                   "survey_lib.train", "survey_lib.data.mnist", "survey_lib.evaluate"):
+        assert needed in vit, needed
+    for other in ("survey_lib.recipes.dino", "survey_lib.objectives.dino", "survey_lib.models.clip", "survey_lib.recipes.mae"):
+        assert other not in vit, other
+    deit = cache.code_modules(tuple(get_recipe("deit").code_roots()))
+    assert {"survey_lib.recipes.teacher", "survey_lib.models.resnet", "survey_lib.objectives.distillation"} <= set(deit)
+    assert get_recipe(TOY.name).code_roots() is None  # defined here: its imports cannot be followed, all code counts
+    # a statement changed in a module the ViT imports changes its version; one in DINO's objective does not
+    before = {n: cache.code_version(tuple(get_recipe(n).code_roots())) for n in ("vit", "dino")}
+    real = cache._code_text
+    for changed in ("models/vit.py", "objectives/dino.py"):
+        cache.code_version.cache_clear()
+        monkeypatch.setattr(cache, "_code_text", lambda src, real=real, target=changed: real(src) + (
+            "changed" if src == (cache._PACKAGE / target).read_text(encoding="utf-8") else ""))
+        after = {n: cache.code_version(tuple(get_recipe(n).code_roots())) for n in ("vit", "dino")}
+        assert after["dino"] != before["dino"]  # DINO imports both
+        assert (after["vit"] != before["vit"]) == (changed == "models/vit.py")
+    cache.code_version.cache_clear()
+    with pytest.raises(ValueError, match="not modules"):
+        cache.code_modules(("numpy",))
+
+
 def test_seeds_runner_reports_each_seed_and_the_spread(monkeypatch, tmp_path):
     from survey_lib.recipes import run_seeds
 

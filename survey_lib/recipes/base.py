@@ -18,6 +18,7 @@ recipe's own (``model``, ``crops``, ``head``, ...). Overrides are merged section
 from __future__ import annotations
 
 import copy
+import functools
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Mapping, Optional, Union
@@ -203,6 +204,23 @@ class Recipe:
         """
         return merge_config(profile_config(self.configs, profile, f"recipe {self.name!r}"), overrides)
 
+    def code_roots(self) -> Optional[List[str]]:
+        """The modules the recipe's functions are written in (with this one, which runs them): the
+        roots of the code its cache key hashes (:func:`survey_lib.recipes.cache.code_version`).
+        None (hash all the training code) when a function lives outside ``survey_lib`` (a recipe
+        defined in a test or a notebook), whose imports the hash cannot follow."""
+        modules = {__name__}
+        for fn in (self.data, self.build, self.evaluate, self.step, self.eval_fn, self.prepare, self.optimizer):
+            while isinstance(fn, functools.partial):
+                fn = fn.func
+            if fn is None:
+                continue
+            module = getattr(fn, "__module__", None) or ""
+            if module.split(".")[0] != __name__.split(".")[0]:
+                return None
+            modules.add(module)
+        return sorted(modules)
+
     def train_config(self, cfg: Config, seed: int, profile: str, checkpoint: Optional[str] = None,
                      resume: bool = True, progress: Optional[bool] = None, desc: Optional[str] = None) -> TrainConfig:
         """The :class:`~survey_lib.train.TrainConfig` of a resolved configuration."""
@@ -239,7 +257,7 @@ class Recipe:
         write_cache = cache is not False
         description = {"recipe": self.name, "version": self.version, "profile": profile, "seed": seed, "config": cfg,
                        "threads": torch.get_num_threads()}
-        key = model_cache.cache_key(description)
+        key = model_cache.cache_key(description, self.code_roots())
         entry = model_cache.load_entry(self.name, key) if read_cache and checkpoint is None else None
         data = self.data(cfg, seed)
         if self.prepare is not None:

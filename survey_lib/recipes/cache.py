@@ -4,9 +4,11 @@ A recipe run (:meth:`survey_lib.recipes.base.Recipe.run`) is stored under a key 
 everything that determines it: the recipe's name and version, its whole configuration (model,
 data, dataset and split, training), the profile, the seed, the torch thread count (the same seed
 gives the same numbers only at the same thread count) and the code: the source of the modules
-that train (``layers``, ``train``, ``models/``, ``objectives/``, ``data/``, ``recipes/``). A changed
-configuration or a changed statement of that code is a different key, so a stale model is never
-reused; docstrings and comments are not part of the key (documenting a model keeps its trained runs).
+the recipe's functions import, followed through every ``import`` of ``survey_lib`` they make, at any
+depth (:func:`code_modules`): for the ViT recipe its model, ``layers``, ``train``, the data it loads,
+its metrics. A changed configuration or a changed statement of that code is a different key, so a
+stale model is never reused; a change elsewhere (another method's recipe, model or objective) keeps
+the recipe's trained runs, and so do docstrings and comments (documenting a model keeps them too).
 
 An entry holds the model's weights, the history, the metrics and the plain extras, written
 atomically (:func:`survey_lib.train.save_checkpoint`) and read with ``weights_only=True``. An
@@ -23,13 +25,13 @@ import math
 import os
 import warnings
 from pathlib import Path
-from typing import Any, Dict, Optional
+from typing import Any, Dict, Optional, Sequence, Tuple
 
 import torch
 
 from ..train import save_checkpoint
 
-__all__ = ["cache_dir", "cache_enabled", "code_version", "cache_key", "load_entry", "store_entry", "dataset_fingerprint",
+__all__ = ["cache_dir", "cache_enabled", "code_modules", "code_version", "cache_key", "load_entry", "store_entry", "dataset_fingerprint",
            "cached_fit"]
 
 _PACKAGE = Path(__file__).resolve().parent.parent
@@ -67,17 +69,89 @@ def _code_text(source: str) -> str:
     return ast.dump(tree, include_attributes=False)
 
 
-@functools.lru_cache(maxsize=1)
-def code_version() -> str:
-    """SHA-256 (first 16 hex digits) of the code of the modules that train (see the module
-    docstring): their syntax trees without docstrings or comments (:func:`_code_text`), so
-    documenting a model does not invalidate the models trained with it."""
+def _module_file(name: str) -> Optional[Path]:
+    """The source file of module ``name`` of this package (a package's ``__init__.py``), or None."""
+    parts = name.split(".")
+    if parts[0] != _PACKAGE.name:
+        return None
+    base = _PACKAGE.joinpath(*parts[1:])
+    for f in (base.with_suffix(".py"), base / "__init__.py"):
+        if f.is_file():
+            return f
+    return None
+
+
+def _imported_modules(name: str) -> set:
+    """The modules of this package that module ``name``'s ``import`` statements (anywhere in it,
+    functions included) bring in. ``from pkg import obj`` counts the module that defines ``obj``
+    (a function or class re-exported by a package counts where it is written, not the package's
+    ``__init__``); a submodule counts itself; anything else (a constant) counts ``pkg``."""
+    import ast
+    import importlib
+
+    path = _module_file(name)
+    is_package = path is not None and path.name == "__init__.py"
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    out = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            out.update(a.name for a in node.names if _module_file(a.name) is not None)
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                here = name.split(".") if is_package else name.split(".")[:-1]
+                here = here[: len(here) - (node.level - 1)]
+                base = ".".join(here + ([node.module] if node.module else []))
+            else:
+                base = node.module or ""
+            if _module_file(base) is None:
+                continue
+            for alias in node.names:
+                if _module_file(f"{base}.{alias.name}") is not None:
+                    out.add(f"{base}.{alias.name}")
+                    continue
+                obj = getattr(importlib.import_module(base), alias.name, None)
+                where = getattr(obj, "__module__", None) if callable(obj) else None
+                out.add(where if where and _module_file(where) is not None else base)
+    return out
+
+
+@functools.lru_cache(maxsize=None)
+def code_modules(roots: Tuple[str, ...]) -> Tuple[str, ...]:
+    """Every module of this package that the modules ``roots`` import, directly or through others
+    (:func:`_imported_modules`, followed to a fixed point), ``roots`` included; sorted.
+
+    Raises:
+        ValueError: a root is not a module of this package.
+    """
+    missing = [r for r in roots if _module_file(r) is None]
+    if missing:
+        raise ValueError(f"not modules of {_PACKAGE.name}: {missing}")
+    seen, todo = set(roots), list(roots)
+    while todo:
+        for dep in _imported_modules(todo.pop()):
+            if dep not in seen:
+                seen.add(dep)
+                todo.append(dep)
+    return tuple(sorted(seen))
+
+
+@functools.lru_cache(maxsize=None)
+def code_version(roots: Optional[Tuple[str, ...]] = None) -> str:
+    """SHA-256 (first 16 hex digits) of the code that trains: the modules ``roots`` import
+    (:func:`code_modules`; a recipe passes the modules its functions are written in), or, with no
+    roots, every module that builds, feeds or trains a model (``layers``, ``train``,
+    ``distributed``, ``models/``, ``objectives/``, ``data/``, ``recipes/``). Each module counts by its
+    syntax tree without docstrings or comments (:func:`_code_text`), so documenting a model does not
+    invalidate the models trained with it."""
+    if roots is None:
+        files = [f for part in _CODE for f in (sorted((_PACKAGE / part).rglob("*.py")) if (_PACKAGE / part).is_dir()
+                                               else [_PACKAGE / part])]
+    else:
+        files = [_module_file(m) for m in code_modules(tuple(roots))]
     h = hashlib.sha256()
-    for part in _CODE:
-        path = _PACKAGE / part
-        for f in sorted(path.rglob("*.py")) if path.is_dir() else [path]:
-            h.update(str(f.relative_to(_PACKAGE)).encode())
-            h.update(_code_text(f.read_text(encoding="utf-8")).encode())
+    for f in files:
+        h.update(str(f.relative_to(_PACKAGE)).encode())
+        h.update(_code_text(f.read_text(encoding="utf-8")).encode())
     return h.hexdigest()[:16]
 
 
@@ -91,9 +165,11 @@ def _plain(x: Any) -> Any:
     return x
 
 
-def cache_key(description: Dict[str, Any]) -> str:
-    """SHA-256 of ``description`` as canonical JSON (sorted keys, tuples as lists), plus the code version."""
-    text = json.dumps({"code": code_version(), **_plain(description)}, sort_keys=True, default=repr)
+def cache_key(description: Dict[str, Any], code: Optional[Sequence[str]] = None) -> str:
+    """SHA-256 of ``description`` as canonical JSON (sorted keys, tuples as lists), plus the code
+    version of the modules ``code`` import (:func:`code_version`; None: all the training code)."""
+    version = code_version(tuple(sorted(code)) if code is not None else None)
+    text = json.dumps({"code": version, **_plain(description)}, sort_keys=True, default=repr)
     return hashlib.sha256(text.encode()).hexdigest()
 
 
