@@ -683,7 +683,11 @@ def _setup(model: nn.Module, train_set, val_set, cfg: TrainConfig, eval_fn, opti
     if steps_per_epoch == 0:
         raise ValueError("the training set yields no batch; lower batch_size or set drop_last=False")
     if optimizer is None:
-        optimizer = torch.optim.AdamW(param_groups(model, cfg.weight_decay), lr=cfg.lr, betas=tuple(cfg.betas))
+        groups = param_groups(model, cfg.weight_decay)
+        # The fused kernel (one op for all tensors) is about 5x faster than the per-tensor loop on a
+        # CPU, which is a tenth of a small model's step; it needs floating parameters on CPU or CUDA.
+        fused = all(p.is_floating_point() and p.device.type in ("cpu", "cuda") for g in groups for p in g["params"])
+        optimizer = torch.optim.AdamW(groups, lr=cfg.lr, betas=tuple(cfg.betas), fused=fused or None)
     return _Run(model=model, optimizer=optimizer, loader=loader, sampler=sampler, eval_fn=eval_fn,
                 steps_per_epoch=steps_per_epoch, total_steps=cfg.epochs * steps_per_epoch,
                 warmup_steps=int(round(cfg.warmup_epochs * steps_per_epoch)),

@@ -30,6 +30,12 @@ def test_a_fraction_of_the_training_split_trains_for_more_epochs():
     cfg = compared_recipe("nat").config("cpu", compared_overrides("nat", "cpu", 0.1))
     assert cfg["data"]["label_fraction"] == 0.1 and cfg["train"]["epochs"] == epochs_for_fraction(150, 0.1)
     assert cfg["model"] == compared_recipe("nat").config("cpu", compared_overrides("nat", "cpu"))["model"]
+    assert cfg["train"]["eval_every"] == 4  # 475 epochs: about 150 evaluations, as on all the data
+    assert "eval_every" not in compared_recipe("nat").config("cpu", compared_overrides("nat", "cpu"))["train"]
+    tc = compared_recipe("nat").train_config(cfg, seed=0, profile="cpu")
+    assert tc.eval_every == 4 and tc.epochs == 475
+    with pytest.raises(KeyError, match="unknown configuration key 'not_a_field'"):
+        compared_recipe("nat").config("cpu", {"train": {"not_a_field": 1}})
     assert row_name("nat", 0.1) == "nat_f010" and row_name("nat") == "nat"
     for bad in (0.0, 1.5):
         with pytest.raises(ValueError, match="fraction"):

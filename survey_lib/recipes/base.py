@@ -18,6 +18,7 @@ recipe's own (``model``, ``crops``, ``head``, ...). Overrides are merged section
 from __future__ import annotations
 
 import copy
+import dataclasses
 import functools
 import time
 from dataclasses import dataclass, field
@@ -160,6 +161,9 @@ def profile_config(configs: Mapping[str, Any], profile: str, what: str = "recipe
 
 Config = Dict[str, Any]
 
+#: TrainConfig fields that :meth:`Recipe.run` sets itself (never from a configuration).
+_RUN_FIELDS = ("seed", "checkpoint_path", "resume", "progress", "desc", "meta")
+
 
 @dataclass
 class Recipe:
@@ -199,10 +203,17 @@ class Recipe:
     def config(self, profile: str, overrides: Optional[Mapping[str, Any]] = None) -> Config:
         """The configuration of ``profile`` with ``overrides`` merged in (see :func:`merge_config`).
 
+        The ``train`` section may also be given any other :class:`~survey_lib.train.TrainConfig`
+        field (e.g. ``{"train": {"eval_every": 5}}``), which then joins the resolved configuration.
+
         Raises:
             ValueError: an unknown profile.  KeyError: an override of a key that does not exist.
         """
-        return merge_config(profile_config(self.configs, profile, f"recipe {self.name!r}"), overrides)
+        base = profile_config(self.configs, profile, f"recipe {self.name!r}")
+        extra = set((overrides or {}).get("train", None) or {}) - set(base["train"])
+        fields = {f.name: f.default for f in dataclasses.fields(TrainConfig)}
+        base["train"].update({k: fields[k] for k in extra if k in fields and k not in _RUN_FIELDS})
+        return merge_config(base, overrides)
 
     def code_roots(self) -> Optional[List[str]]:
         """The modules the recipe's functions are written in (with this one, which runs them): the

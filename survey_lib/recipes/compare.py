@@ -21,7 +21,9 @@ et al. 2023, arXiv:2204.07143); ResNet (He et al. 2016, arXiv:1512.03385).
 fraction of the training split (the same images for every seed and model; the validation and test
 splits stay whole), trained for :func:`epochs_for_fraction` epochs: equal epochs would give the 5%
 run a twentieth of the optimiser steps (too few to converge), equal steps would cost twenty times as
-many passes per image; ``epochs / sqrt(fraction)`` is a compromise, set once and not tuned.
+many passes per image; ``epochs / sqrt(fraction)`` is a compromise, set once and not tuned. The
+validation split is evaluated about as often as on all the data (every ``ceil(E_f / E)`` epochs), so
+the short epochs of a small fraction do not spend their time on evaluation.
 
 Under ``smoke`` every model trains with its recipe's ``smoke`` configuration (the 32 px digits, for
 seconds: a check of the pipeline). Under ``full`` the same models train on the full MNIST from a
@@ -103,6 +105,8 @@ def compared_overrides(name: str, profile: str, fraction: float = 1.0) -> Option
         epochs = compared_recipe(name).config(profile, base)["train"]["epochs"]
         out.setdefault("data", {})["label_fraction"] = float(fraction)
         out.setdefault("train", {})["epochs"] = epochs_for_fraction(epochs, fraction)
+        # about as many evaluations of the validation split as on all the data (not one per short epoch)
+        out["train"]["eval_every"] = math.ceil(out["train"]["epochs"] / epochs)
     return out or None
 
 
