@@ -109,3 +109,14 @@ def test_the_figures_draw_one_line_per_model_in_its_colour_and_refuse_bad_frames
         plot_learning_curves(pd.DataFrame({"model": ["vit"]}))
     with pytest.raises(ValueError, match="curves_frame"):
         plot_accuracy_vs_time(pd.DataFrame({"model": ["vit"]}))
+
+
+def test_seconds_per_epoch_times_every_model_in_turn():
+    from survey_lib.recipes.compare import seconds_per_epoch
+
+    spe = seconds_per_epoch("smoke", ("vit", "resnet"), steps=2, rounds=1)
+    assert set(spe) == {"vit", "resnet"} and all(v > 0 for v in spe.values())
+    with pytest.raises(ValueError, match="steps and rounds"):
+        seconds_per_epoch("smoke", ("vit",), steps=0)
+    with pytest.raises(ValueError, match="unknown model"):
+        seconds_per_epoch("smoke", ("cnn",))

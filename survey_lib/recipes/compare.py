@@ -32,6 +32,8 @@ local folder (:class:`survey_lib.data.MNISTDisk`).
 from __future__ import annotations
 
 import math
+import statistics
+import time
 from typing import Dict, Optional, Sequence, Tuple
 
 from ..cost import count_flops, count_parameters
@@ -43,7 +45,7 @@ from .teacher import MNIST_CONFIG as RESNET_MNIST
 from .vit import CONFIGS as VIT_CONFIGS
 
 __all__ = ["COMPARED", "compared_recipe", "compared_overrides", "epochs_for_fraction", "row_name", "model_costs",
-           "equal_terms_study"]
+           "seconds_per_epoch", "equal_terms_study"]
 
 #: The compared models: summary-row name -> (registered recipe, its configuration on MNIST-5k: the
 #: overrides under ``cpu`` and ``full``, the ViT's being its recipe's own ``cpu`` configuration,
@@ -130,6 +132,67 @@ def model_costs(profile: str = "cpu", models: Sequence[str] = tuple(COMPARED)) -
         size = cfg["data"]["img_size"]
         out[name] = {"params": count_parameters(model), "flops": count_flops(model, (1, cfg["data"]["in_chans"], size, size))}
     return out
+
+
+def seconds_per_epoch(profile: str = "cpu", models: Sequence[str] = tuple(COMPARED), steps: int = 10, rounds: int = 3,
+                      seed: int = 0) -> Dict[str, float]:
+    """Training seconds per epoch of each compared model on this machine, measured by interleaved
+    timing: in each of ``rounds`` rounds every model trains ``steps`` steps (forward, label-smoothed
+    cross-entropy, backward, AdamW) on real batches of its training split, the models taking turns,
+    so that a slower machine or another job slows every model alike. The median step time times the
+    steps per epoch (``ceil(train images / batch)``) is the epoch time; evaluation is not counted.
+
+    The runs of :func:`equal_terms_study` keep their own per-epoch clock, but it ran beside whatever
+    else the machine was doing; the equal-wall-time comparison uses this measurement instead.
+
+    Returns: ``{name: seconds per epoch}`` (one thread if the caller set one).
+
+    Raises:
+        ValueError: an unknown model, or steps / rounds below 1.
+    """
+    import torch
+    import torch.nn.functional as F
+
+    from ..train import param_groups, seed_everything
+
+    if steps < 1 or rounds < 1:
+        raise ValueError(f"steps and rounds must be >= 1, got {steps} and {rounds}")
+    for name in models:
+        _check_name(name)
+    setups = {}
+    for name in models:
+        recipe = compared_recipe(name)
+        cfg = recipe.config(profile, compared_overrides(name, profile))
+        data = recipe.data(cfg, seed)
+        seed_everything(seed)
+        model = recipe.build(cfg, data).train()
+        train = cfg["train"]
+        loader = torch.utils.data.DataLoader(data.train, batch_size=train["batch_size"], shuffle=True,
+                                             generator=torch.Generator().manual_seed(seed))
+        opt = torch.optim.AdamW(param_groups(model, train.get("weight_decay", 0.0)), lr=train["lr"], fused=True)
+        setups[name] = (model, opt, loader, iter(loader), float(train.get("label_smoothing", 0.0)), [])
+
+    def step(name: str) -> float:
+        model, opt, loader, it, smoothing, _ = setups[name]
+        try:
+            x, y = next(it)
+        except StopIteration:
+            it = iter(loader)
+            setups[name] = setups[name][:3] + (it,) + setups[name][4:]
+            x, y = next(it)
+        t = time.perf_counter()
+        loss = F.cross_entropy(model(x), y, label_smoothing=smoothing)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        return time.perf_counter() - t
+
+    for name in models:  # warm-up: first calls allocate and pick kernels
+        step(name)
+    for _ in range(rounds):
+        for name in models:
+            setups[name][5].extend(step(name) for _ in range(steps))
+    return {name: statistics.median(times) * len(setups[name][2]) for name, (_, _, _, _, _, times) in setups.items()}
 
 
 def equal_terms_study(profile: str = "cpu", seeds: Sequence[int] = (0, 1, 2), fractions: Sequence[float] = (1.0,),

@@ -105,8 +105,10 @@ def plot_learning_curves(results: pd.DataFrame, metric: str = "test_acc", models
 
 def plot_accuracy_vs_time(curves: pd.DataFrame, models: Optional[Sequence[str]] = None,
                           budget: Optional[float] = None, ylim: Optional[Tuple[float, float]] = None) -> Figure:
-    """Validation accuracy against cumulative training wall time, one line per model (mean over
-    seeds at each epoch), with an optional vertical line at a wall-time ``budget`` (s).
+    """Validation accuracy against cumulative training time, one line per model (mean over seeds at
+    each epoch), with an optional vertical line at a time ``budget`` (s). The ``seconds`` column is
+    whatever clock the caller chose (notebook 11: epochs times the interleaved-timing seconds per
+    epoch of :func:`survey_lib.recipes.compare.seconds_per_epoch`).
 
     Args:
         curves: :func:`curves_frame` (needs ``model``, ``epoch``, ``seconds``, ``val_acc``).
@@ -126,7 +128,7 @@ def plot_accuracy_vs_time(curves: pd.DataFrame, models: Optional[Sequence[str]] 
         ax.plot(g["seconds"], 100 * g["val_acc"], "-", color=model_color(name), lw=2, label=MODEL_LABELS.get(name, name))
     if budget is not None:
         ax.axvline(budget, color="grey", ls="--", lw=1, label="the ViT's training time")
-    ax.set_xlabel("training wall time (s, one CPU thread)", fontsize=11)
+    ax.set_xlabel("training time (s, one CPU thread)", fontsize=11)
     ax.set_ylabel("validation accuracy (%)", fontsize=11)
     if ylim:
         ax.set_ylim(*ylim)
