@@ -58,18 +58,23 @@ def plot_attention_heads(img: torch.Tensor, attn: torch.Tensor, grid_size: Tuple
         query: the query token (0 = CLS).
         num_prefix_tokens: tokens before the patches (1 for CLS, 2 with DeiT's distillation token).
 
-    Shapes: one panel per head, each a (gh, gw) map of ``attn[head, query, prefix:]``.
+    Shapes: one panel per head, each a (gh, gw) map of ``attn[head, query, prefix:]``. Every head is
+    drawn on one colour scale, from 0 to the largest weight of any head, with one colour bar, so a
+    head that attends weakly looks weak.
     """
     heads = attn.shape[0]
     gh, gw = grid_size
-    maps = attn[:, query, num_prefix_tokens:].reshape(heads, gh, gw)  # (h, gh, gw)
+    maps = attn[:, query, num_prefix_tokens:].reshape(heads, gh, gw).detach().float()  # (h, gh, gw)
     cols = heads + 1
-    fig, axes = plt.subplots(1, cols, figsize=(1.9 * cols, 2.2))
+    fig, axes = plt.subplots(1, cols, figsize=(2.3 * cols + 0.6, 3.1))
     show_image(axes[0], img, "input")
+    axes[0].title.set_fontsize(11)
+    vmax = float(maps.max())
     for hd in range(heads):
-        _overlay(axes[hd + 1], img, maps[hd], f"head {hd}")
-    fig.suptitle(title or ("CLS attention per head" if query == 0 else f"attention of token {query} per head"), fontsize=10)
+        im = _overlay(axes[hd + 1], img, maps[hd], f"head {hd}", vmin=0.0, vmax=vmax)
+    fig.suptitle(title or ("CLS attention per head" if query == 0 else f"attention of token {query} per head"), fontsize=12)
     fig.tight_layout()
+    fig.colorbar(im, ax=list(axes), shrink=0.8, pad=0.02, label="attention weight")
     return fig
 
 
@@ -110,13 +115,15 @@ def plot_rollout(imgs: torch.Tensor, attentions: Sequence[torch.Tensor], grid_si
     gh, gw = grid_size
     cls_map = rollout[:, 0, num_prefix_tokens:].reshape(-1, gh, gw)  # (B, gh, gw)
     B = imgs.shape[0]
-    fig, axes = plt.subplots(2, B, figsize=(1.8 * B, 3.8), squeeze=False)
+    fig, axes = plt.subplots(2, B, figsize=(2.0 * B + 0.8, 4.4), squeeze=False)
+    vmax = float(cls_map.max())
     for b in range(B):
         show_image(axes[0, b], imgs[b], titles[b] if titles else None)
-        _overlay(axes[1, b], imgs[b], cls_map[b])
-    axes[1, 0].set_title("rollout", fontsize=9, loc="left")
-    fig.suptitle("attention rollout of the CLS token (Abnar & Zuidema 2020)", fontsize=10)
+        im = _overlay(axes[1, b], imgs[b], cls_map[b], vmin=0.0, vmax=vmax)
+    axes[1, 0].set_title("rollout", fontsize=11, loc="left")
+    fig.suptitle("attention rollout of the CLS token (Abnar & Zuidema 2020)", fontsize=12)
     fig.tight_layout()
+    fig.colorbar(im, ax=list(axes[1]), shrink=0.9, pad=0.02, label="rolled-out attention")
     return fig
 
 

@@ -39,15 +39,18 @@ def show_image(ax, img: torch.Tensor, title: Optional[str] = None) -> None:
         ax.set_title(title, fontsize=9)
 
 
-def _overlay(ax, img: torch.Tensor, heat: torch.Tensor, title: Optional[str] = None, alpha: float = 0.6) -> None:
-    """Draw ``img`` (C, H, W) with ``heat`` (gh, gw) upsampled (nearest) on top."""
+def _overlay(ax, img: torch.Tensor, heat: torch.Tensor, title: Optional[str] = None, alpha: float = 0.6,
+             vmin: Optional[float] = None, vmax: Optional[float] = None):
+    """Draw ``img`` (C, H, W) with ``heat`` (gh, gw) upsampled (nearest) on top, on the colour scale
+    [vmin, vmax] (default: the map's own range); returns the heat map's image, for a colour bar."""
     H, W = img.shape[1:]
     heat = heat.detach().float()
     heat = F.interpolate(heat[None, None], size=(H, W), mode="nearest")[0, 0]
     show_image(ax, img)
-    ax.imshow(heat.numpy(), cmap="inferno", alpha=alpha)
+    im = ax.imshow(heat.numpy(), cmap="inferno", alpha=alpha, vmin=vmin, vmax=vmax)
     if title:
-        ax.set_title(title, fontsize=9)
+        ax.set_title(title, fontsize=11)
+    return im
 
 
 # ---------------------------------------------------------------------------------------------
