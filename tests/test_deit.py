@@ -143,8 +143,8 @@ def test_same_seed_gives_the_plain_vit_weights_plus_new_ones():
 
 
 def test_bad_model_arguments():
-    with pytest.raises(ValueError, match="global_pool must be 'token'"):
-        DistilledVisionTransformer(**{**CFG, "global_pool": "avg"})
+    with pytest.raises(ValueError, match="global_pool must be 'token' or 'avg'"):
+        DistilledVisionTransformer(**{**CFG, "global_pool": "max"})
     with pytest.raises(ValueError, match="class_token=True"):
         DistilledVisionTransformer(**{**CFG, "class_token": False})
     with pytest.raises(ValueError, match="unknown profile"):
@@ -295,3 +295,315 @@ def test_deit_step_trains_the_student_and_leaves_the_teacher_untouched():
     assert 0.0 <= teacher_agreement(student, teacher, test_set) <= 1.0
 
 
+
+
+# ---------------------------------------------------------------------------------------------
+# average pooling: the plain MNIST ViT's read-out plus DeiT's distillation token
+# ---------------------------------------------------------------------------------------------
+AVG = dict(CFG, global_pool="avg")
+
+
+def test_avg_pooling_reads_the_patch_mean_for_head_and_the_distillation_token_for_head_dist():
+    torch.manual_seed(0)
+    m = perturbed(DistilledVisionTransformer(**AVG), scale=1.0)
+    m.eval()
+    x = torch.randn(3, 1, 32, 32)
+    with torch.no_grad():
+        z = m.forward_features(x)  # (B, 2 + N, D); the final norm is fc_norm, after pooling
+        y_cls = m.head(m.fc_norm(z[:, 2:].mean(1)))
+        y_dist = m.head_dist(m.fc_norm(z[:, 1]))
+        torch.testing.assert_close(m(x), (y_cls + y_dist) / 2, atol=TOL, rtol=0)
+        m.train()
+        a_cls, a_dist = m(x)  # no dropout in CFG: training mode computes the same heads
+        torch.testing.assert_close(a_cls, y_cls, atol=TOL, rtol=0)
+        torch.testing.assert_close(a_dist, y_dist, atol=TOL, rtol=0)
+        # the class side reads the patches only: replacing the unused class token's final state changes nothing
+        z2 = z.clone()
+        z2[:, 0] = 100.0
+        m.eval()
+        torch.testing.assert_close(m.forward_head(z2), m.forward_head(z), atol=TOL, rtol=0)
+        z2[:, 1] = 100.0  # ... but the distillation token's does
+        assert not torch.allclose(m.forward_head(z2), m.forward_head(z))
+
+
+def test_avg_student_is_the_avg_vit_plus_the_distillation_token():
+    """The cpu student: every weight shared with the cpu ViT starts identical from the same seed, and
+    the new parameters are the token, its position row and head_dist (its fc_norm is the ViT's)."""
+    from survey_lib.models.vit import VisionTransformer
+    from survey_lib.recipes import get_recipe
+    from survey_lib.recipes.deit import RECIPE
+
+    cfg = RECIPE.config("cpu")
+    assert cfg["model"] == get_recipe("vit").config("cpu")["model"] and cfg["model"]["global_pool"] == "avg"
+    torch.manual_seed(5)
+    v = VisionTransformer(**cfg["model"])
+    torch.manual_seed(5)
+    m = RECIPE.build(cfg, None)
+    sd_v, sd_m = v.state_dict(), m.state_dict()
+    assert set(sd_m) - set(sd_v) == {"dist_token", "head_dist.weight", "head_dist.bias"}
+    for k, t in sd_v.items():
+        if k == "pos_embed":
+            assert torch.equal(sd_m[k][:, :1], t[:, :1]) and torch.equal(sd_m[k][:, 2:], t[:, 1:])
+        else:
+            assert torch.equal(sd_m[k], t), k
+
+
+def test_avg_token_similarity_compares_the_patch_mean_with_the_distillation_token():
+    torch.manual_seed(0)
+    m = perturbed(DistilledVisionTransformer(**AVG), scale=1.0).eval()
+    x = torch.randn(4, 1, 32, 32)
+    t = m.readouts_through_depth(x)  # (L + 1, B, 2, D)
+    assert t.shape == (AVG["depth"] + 1, 4, 2, AVG["embed_dim"])
+    z0 = m.prepare_tokens(x)
+    torch.testing.assert_close(t[0, :, 0], z0[:, 2:].mean(1))
+    torch.testing.assert_close(t[0, :, 1], z0[:, 1])
+    expected = F.cosine_similarity(t[:, :, 0], t[:, :, 1], dim=-1).mean(1)
+    torch.testing.assert_close(m.cls_dist_similarity(x), expected)
+    # with 'token' pooling the class side is the class token itself
+    tok = perturbed(DistilledVisionTransformer(**CFG), scale=1.0).eval()
+    torch.testing.assert_close(tok.readouts_through_depth(x), tok.prefix_tokens_through_depth(x))
+
+
+# ---------------------------------------------------------------------------------------------
+# few labels: the masked supervised term, DeiT's KL normalisation, the step's accuracy
+# ---------------------------------------------------------------------------------------------
+from survey_lib.objectives.distillation import UNLABELLED, MaskedCrossEntropy  # noqa: E402
+
+
+def test_masked_ce_is_the_cross_entropy_of_the_labelled_images_only():
+    torch.manual_seed(2)
+    z = torch.randn(8, 10, requires_grad=True)
+    y = torch.randint(0, 10, (8,))
+    hidden = y.clone()
+    hidden[[1, 4, 5]] = UNLABELLED
+    keep = hidden != UNLABELLED
+    ce = MaskedCrossEntropy(label_smoothing=0.1)
+    torch.testing.assert_close(ce(z, hidden), F.cross_entropy(z[keep], y[keep], label_smoothing=0.1))
+    torch.testing.assert_close(ce(z, y), F.cross_entropy(z, y, label_smoothing=0.1))  # all labelled: plain CE
+    # the unlabelled rows get no gradient
+    ce(z, hidden).backward()
+    assert z.grad[~keep].abs().sum() == 0 and z.grad[keep].abs().sum() > 0
+
+
+def test_masked_ce_of_a_batch_without_labels_is_zero_with_a_graph():
+    z = torch.randn(4, 10, requires_grad=True)
+    loss = MaskedCrossEntropy(0.1)(z, torch.full((4,), UNLABELLED))
+    assert loss.item() == 0.0 and loss.requires_grad
+    loss.backward()
+    assert z.grad is not None and z.grad.abs().sum() == 0
+    # inside DistillationLoss: the distillation term still trains the student on that batch
+    teacher = _LinearTeacher()
+    x = torch.randn(4, 1, 4, 4)
+    z_cls, z_dist = torch.randn(4, 10, requires_grad=True), torch.randn(4, 10, requires_grad=True)
+    parts = DistillationLoss(MaskedCrossEntropy(0.1), teacher, "hard").terms(x, (z_cls, z_dist), torch.full((4,), -1))
+    assert torch.isfinite(parts["loss"]) and parts["base_loss"] == 0.0
+    parts["loss"].backward()
+    assert z_cls.grad.abs().sum() == 0 and z_dist.grad.abs().sum() > 0
+
+
+def test_masked_ce_refuses_bad_labels_and_smoothing():
+    z = torch.randn(3, 10)
+    with pytest.raises(ValueError, match=r"-1 \(unlabelled\) or a class in \[0, 10\)"):
+        MaskedCrossEntropy()(z, torch.tensor([0, 10, 2]))
+    with pytest.raises(ValueError, match=r"-1 \(unlabelled\) or a class"):
+        MaskedCrossEntropy()(z, torch.tensor([0, -2, 2]))
+    with pytest.raises(ValueError, match=r"logits \(B, K\) and labels \(B,\)"):
+        MaskedCrossEntropy()(z, torch.tensor([0, 1]))
+    with pytest.raises(ValueError, match=r"label_smoothing must be in \[0, 1\)"):
+        MaskedCrossEntropy(1.0)
+
+
+@pytest.mark.parametrize("tau", [1.0, 3.0])
+def test_deit_kl_reduction_is_the_sum_over_batch_and_classes_over_b_times_k(tau):
+    x, y, z_cls, z_dist = _batch(B=6, K=10)
+    teacher = _LinearTeacher()
+    with torch.no_grad():
+        z_t = teacher.eval()(x)
+    p_t, log_p_s = torch.softmax(z_t / tau, -1), torch.log_softmax(z_dist / tau, -1)
+    summed = (p_t * (p_t.log() - log_p_s)).sum()  # over the batch and the classes
+    B, K = z_dist.shape
+    for alpha in (0.1, 1.0):
+        loss = DistillationLoss(nn.CrossEntropyLoss(), teacher, "soft", alpha=alpha, tau=tau, kl_reduction="deit")
+        expected = (1 - alpha) * F.cross_entropy(z_cls, y) + alpha * tau ** 2 * summed / (B * K)
+        torch.testing.assert_close(loss(x, (z_cls, z_dist), y), expected, atol=1e-6, rtol=1e-5)
+    deit = DistillationLoss(nn.CrossEntropyLoss(), teacher, "soft", alpha=1.0, tau=tau, kl_reduction="deit")
+    ours = DistillationLoss(nn.CrossEntropyLoss(), teacher, "soft", alpha=1.0, tau=tau)
+    torch.testing.assert_close(deit(x, (z_cls, z_dist), y), ours(x, (z_cls, z_dist), y) / K, atol=1e-7, rtol=1e-5)
+    with pytest.raises(ValueError, match="kl_reduction must be one of"):
+        DistillationLoss(nn.CrossEntropyLoss(), teacher, "soft", kl_reduction="sum")
+
+
+def test_deit_step_counts_the_training_accuracy_over_labelled_images_only():
+    teacher = _LinearTeacher()
+
+    class Student(nn.Module):
+        def forward(self, x):
+            z = torch.zeros(x.shape[0], 10)
+            z[:, 3] = 1.0  # always predicts 3
+            return z.requires_grad_()
+
+    y = torch.tensor([3, UNLABELLED, 3, UNLABELLED, 0, UNLABELLED])
+    out = deit_step(DistillationLoss(MaskedCrossEntropy(), teacher, "hard"))(Student(), (torch.randn(6, 1, 4, 4), y))
+    assert out.targets.tolist() == [3, 3, 0] and out.logits.shape == (3, 10)
+    assert out.metrics["labelled"] == pytest.approx(0.5)
+    acc = float((out.logits.argmax(-1) == out.targets).float().mean())
+    assert acc == pytest.approx(2 / 3)  # the unlabelled images would have counted as wrong
+
+
+# ---------------------------------------------------------------------------------------------
+# the recipe: transfer set, teacher, budget
+# ---------------------------------------------------------------------------------------------
+from survey_lib.recipes.compare import compared_overrides, compared_recipe  # noqa: E402
+from survey_lib.recipes.deit import RECIPE as DEIT, labelled_subset, teacher_overrides, transfer_set  # noqa: E402
+from survey_lib.recipes.deit_study import VARIANTS, distillation_study, distillation_verdicts, variant_run  # noqa: E402
+
+
+@pytest.mark.parametrize("dataset,img_size", [("digits", 32), ("mnist5k", 28)])
+def test_transfer_set_has_every_image_and_exactly_the_labels_of_the_fraction(dataset, img_size):
+    from survey_lib.data import classification_dataset
+
+    full = classification_dataset(dataset, "train", img_size=img_size)
+    few = classification_dataset(dataset, "train", img_size=img_size, label_fraction=0.1)
+    ts = transfer_set(dataset, 0.1, img_size=img_size, augment=False)
+    assert len(ts) == len(full) and len(ts.labelled) == len(few)
+    idx = sorted(ts.labelled)
+    torch.testing.assert_close(full.images[idx], few.images, atol=0, rtol=0)  # the same images ...
+    assert torch.equal(torch.as_tensor(full.targets)[idx], torch.as_tensor(few.targets))  # ... and labels
+    labels = torch.tensor([ts[i][1] for i in range(len(ts))])
+    assert int((labels != UNLABELLED).sum()) == len(few)
+    assert torch.equal(labels[idx], torch.as_tensor(few.targets))
+    for i in range(len(ts)):  # every image is there, in the full split's order
+        if i % 97 == 0:
+            assert torch.equal(ts[i][0], full[i][0])
+    assert len(transfer_set(dataset, 1.0, img_size=img_size).labelled) == len(full)
+
+
+def test_labelled_subset_refuses_a_set_that_is_not_a_subset():
+    from survey_lib.data import classification_dataset
+
+    full = classification_dataset("digits", "train", img_size=32)
+    with pytest.raises(ValueError, match="were found, in order"):
+        labelled_subset(full, classification_dataset("digits", "val", img_size=32))
+
+
+@pytest.mark.parametrize("profile", ["smoke", "cpu", "full"])
+def test_the_teacher_is_the_comparisons_resnet(profile):
+    """The same resolved configuration as the comparison's ResNet (hence the same cache key) for
+    every profile and fraction; under cpu, teacher.MNIST_CONFIG with the ViT's data and recipe."""
+    from survey_lib.recipes.teacher import MNIST_CONFIG, RECIPE as TEACHER
+
+    resnet = compared_recipe("resnet")
+    assert resnet is TEACHER
+    for f in (0.05, 0.1, 0.25, 0.5, 1.0):
+        assert teacher_overrides(profile, f) == compared_overrides("resnet", profile, f), f
+        assert TEACHER.config(profile, teacher_overrides(profile, f)) == resnet.config(profile, compared_overrides("resnet", profile, f))
+    if profile == "cpu":
+        cfg = TEACHER.config("cpu", teacher_overrides("cpu"))
+        assert {k: cfg[k] for k in MNIST_CONFIG} == MNIST_CONFIG
+        student = DEIT.config("cpu")
+        assert cfg["data"] == {k: v for k, v in student["data"].items() if k not in ("transfer_set", "epoch_size")}
+        assert cfg["train"] == student["train"]
+        assert TEACHER.config("cpu", teacher_overrides("cpu", 0.1))["train"]["epochs"] == 475
+    with pytest.raises(ValueError, match=r"lies in \(0, 1\]"):
+        teacher_overrides(profile, 0.0)
+
+
+def test_a_deit_run_caches_its_teacher_under_the_comparisons_key(tmp_path, monkeypatch):
+    monkeypatch.setenv("SURVEY_CACHE", str(tmp_path / "cache"))
+    run = DEIT.run("smoke", seed=0, progress=False, overrides={"teacher_fraction": 0.5, "train": {"epochs": 1}})
+    assert run.extras["teacher_cache"] == "stored"
+    again = compared_recipe("resnet").run("smoke", seed=0, progress=False, overrides=compared_overrides("resnet", "smoke", 0.5))
+    assert again.extras["cache"] == "hit"  # the comparison reads the teacher the DeiT run trained
+    assert again.metrics["test_acc"] == run.metrics["teacher_acc"]
+
+
+@pytest.mark.parametrize("profile", ["smoke", "cpu", "full"])
+def test_the_students_recipe_is_the_vits(profile):
+    from survey_lib.recipes import get_recipe
+
+    vit, deit = get_recipe("vit").config(profile), DEIT.config(profile)
+    assert deit["model"] == vit["model"] and deit["train"] == vit["train"]
+    assert {k: v for k, v in deit["data"].items() if k not in ("transfer_set", "epoch_size")} == vit["data"]
+
+
+def test_study_variants_and_their_configurations():
+    from survey_lib.recipes import get_recipe
+
+    assert set(VARIANTS) == {"cnn_teacher", "deit_none", "deit_soft", "deit_hard", "cnn_teacher_f010", "deit_none_f010",
+                             "deit_soft_f010", "deit_soft_deitkl_f010", "deit_hard_f010", "deit_soft_t010_f010",
+                             "deit_hard_t010_f010"}
+    cfg = lambda name: (lambda r, ov: r.config("cpu", ov))(*variant_run(name, "cpu"))  # noqa: E731
+    vit = get_recipe("vit")
+    # the labels-only rows are the ViT's runs: the vit recipe's own cpu configuration, and the comparison's vit_f010
+    assert variant_run("deit_none", "cpu")[0] is vit and cfg("deit_none") == vit.config("cpu")
+    assert cfg("deit_none_f010") == vit.config("cpu", compared_overrides("vit", "cpu", 0.1))
+    assert variant_run("cnn_teacher_f010", "cpu")[0] is compared_recipe("resnet")
+    few_vit = cfg("deit_none_f010")
+    for name in ("deit_soft_f010", "deit_hard_f010", "deit_soft_deitkl_f010", "deit_soft_t010_f010", "deit_hard_t010_f010"):
+        c = cfg(name)
+        assert c["train"] == few_vit["train"] and c["train"]["epochs"] == 475 and c["train"]["eval_every"] == 4
+        assert c["data"]["transfer_set"] and c["data"]["label_fraction"] == 0.1 and c["data"]["epoch_size"] == "labelled"
+        assert c["distillation"] == VARIANTS[name].distillation and c["kl_reduction"] == VARIANTS[name].kl_reduction
+        assert c["teacher_fraction"] == VARIANTS[name].teacher_fraction
+    for name in ("deit_soft", "deit_hard"):
+        c = cfg(name)
+        assert c["train"] == vit.config("cpu")["train"] and not c["data"]["transfer_set"] and c["teacher_fraction"] == 1.0
+    with pytest.raises(ValueError, match="unknown variant"):
+        variant_run("deit_medium", "cpu")
+
+
+def test_equal_steps_at_10_percent_labels():
+    """The distilled student on the 3,500-image transfer set takes the optimiser steps of the ViT on
+    the 350 labelled images: 11 per epoch, 475 epochs."""
+    import math
+
+    r, ov = variant_run("deit_hard_f010", "cpu")
+    c = r.config("cpu", ov)
+    data = r.data(c, 0)
+    assert len(data.train.dataset) == 3500 and data.extras["labelled_images"] == 350
+    vit_r, vit_ov = variant_run("deit_none_f010", "cpu")
+    vit_train = vit_r.data(vit_r.config("cpu", vit_ov), 0).train
+    assert len(vit_train) == 350
+    assert len(data.train) == math.ceil(len(vit_train) / c["train"]["batch_size"]) == 11
+    assert sum(1 for _ in data.train) == 11
+    with pytest.raises(ValueError, match="epoch_size must be None, 'labelled' or a positive integer"):
+        r.data(r.config("smoke", {"data": {"epoch_size": "all"}}), 0)
+
+
+def test_the_study_runs_under_smoke_with_a_transfer_set():
+    study = distillation_study("smoke", seeds=(0,), variants=["deit_hard_f010"], progress=False)
+    from survey_lib.data import classification_dataset
+
+    run = study["deit_hard_f010"].results[0]
+    assert run.config["data"]["transfer_set"]
+    assert run.extras["labelled_images"] == len(classification_dataset("digits", "train", label_fraction=0.1))
+    rows = run.history.rows
+    assert len(rows) == run.config["train"]["epochs"]
+    assert all(0.0 < r["labelled"] < 0.5 for r in rows)  # about 10% of each batch is labelled
+    assert 0.0 <= run.metrics["test_acc"] <= 1.0 and "val_agree" in rows[-1]
+
+
+class _Runs:
+    """A stand-in for SeedsResult: seeds and per-seed test accuracies."""
+
+    def __init__(self, values, seeds=(0, 1, 2)):
+        self.seeds, self._values = list(seeds), list(values)
+
+    def values(self, metric):
+        return list(self._values)
+
+
+def test_verdicts_compute_the_two_pooled_std_claim():
+    study = {"deit_none_f010": _Runs([0.900, 0.910, 0.905]),
+             "deit_hard_f010": _Runs([0.950, 0.962, 0.953]),   # far ahead: holds, and by more than 2 pooled std
+             "deit_soft_f010": _Runs([0.9045, 0.9148, 0.9091])}  # a small consistent gain: holds, not by 2 std
+    v = {r["a"]: r for r in distillation_verdicts(study) if r["b"] == "deit_none_f010"}
+    assert v["deit_hard_f010"]["verdict"] == "holds" and v["deit_hard_f010"]["two_std"]
+    assert v["deit_hard_f010"]["verdict_two_std"] == "holds"
+    assert v["deit_soft_f010"]["verdict"] == "holds" and not v["deit_soft_f010"]["two_std"]
+    assert v["deit_soft_f010"]["verdict_two_std"] == "cannot tell"
+    hard_vs_soft = [r for r in distillation_verdicts(study) if (r["a"], r["b"]) == ("deit_hard_f010", "deit_soft_f010")]
+    assert len(hard_vs_soft) == 1 and hard_vs_soft[0]["diff"] > 0
+    assert not [r for r in distillation_verdicts(study) if r["a"] == "deit_hard"]  # absent variants are skipped
+    with pytest.raises(ValueError, match="different seeds"):
+        distillation_verdicts({"deit_none_f010": _Runs([0.9] * 3), "deit_hard_f010": _Runs([0.9] * 3, seeds=(3, 4, 5))})

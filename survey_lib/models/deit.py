@@ -25,6 +25,18 @@ while training. We keep timm's flag and method (``set_distilled_training``) but 
 **True**, i.e. DeiT's behaviour; the equivalence test sets both models' flags and checks every
 combination.
 
+Average pooling (``global_pool="avg"``, the ``cpu`` ViT of :mod:`survey_lib.recipes.vit`). DeiT adds
+the distillation token to a ViT that classifies its class token, and compares the two networks
+(Table 3: DeiT-B against DeiT-B with the token). Our MNIST ViT classifies the mean of its patch tokens
+instead (its class token is kept in the sequence but not read, as in timm). The faithful analogue
+keeps the baseline's read-out and adds what DeiT adds: ``head`` reads what the plain ViT's head reads
+(the mean of the N patch tokens, through ``fc_norm``), and ``head_dist`` reads the distillation token
+(through the same ``fc_norm``, as in ``'token'`` mode both tokens go through the same final
+LayerNorm). The alternative, switching the student to class-token pooling, would make "with and
+without distillation" differ by the read-out as well. The distillation token keeps its own output,
+trained against the teacher only, as in DeiT. timm's ``VisionTransformerDistilled`` accepts
+``'token'`` only, so this mode is checked by its properties (``tests/test_deit.py``), not against timm.
+
 Deviations from the paper (CPU-sized defaults only; the architecture is the paper's):
     * the training presets (``survey_lib.recipes.deit``) are the tiny ViTs of ``survey_lib.recipes.vit``
       (64 wide, 4 blocks for ``cpu``); DeiT-Ti/S/B are 192/384/768 wide with 12 blocks at 224 px.
@@ -56,8 +68,11 @@ class DistilledVisionTransformer(VisionTransformer):
     """ViT with DeiT's distillation token and second head.
 
     Args:
-        **kwargs: every argument of :class:`survey_lib.models.vit.VisionTransformer`; ``global_pool``
-            must be ``'token'`` and ``class_token`` True (the two heads read tokens 0 and 1).
+        **kwargs: every argument of :class:`survey_lib.models.vit.VisionTransformer`; ``class_token``
+            must be True (the token layout is class token, distillation token, patches).
+            ``global_pool='token'`` (DeiT, timm): ``head`` reads token 0; ``'avg'``: ``head`` reads the
+            mean of the patch tokens, like the plain ViT with ``'avg'`` (module docstring).
+            ``head_dist`` always reads token 1.
 
     Attributes:
         dist_token: (1, 1, D) learned distillation token.
@@ -72,24 +87,20 @@ class DistilledVisionTransformer(VisionTransformer):
             training mode with ``distilled_training``: tuple (cls_logits (B, K), dist_logits (B, K));
             otherwise: (cls_logits + dist_logits) / 2, (B, K).
         ``forward_features``: (B, 2 + N, D), class token first, distillation token second.
-        ``embed``: (B, D), the average of the two normalised prefix tokens (timm's ``pre_logits``).
+        ``embed``: (B, D), the average of the two heads' (normalised) inputs (timm's ``pre_logits``).
         ``get_attention_maps``: list of L tensors (B, h, 2 + N, 2 + N).
 
     Raises:
-        ValueError: ``global_pool`` other than ``'token'`` or ``class_token=False``, plus every error
-            of :class:`VisionTransformer`.
+        ValueError: ``class_token=False``, plus every error of :class:`VisionTransformer` (e.g. a
+            ``global_pool`` other than ``'token'`` or ``'avg'``).
 
     Source: Touvron et al. 2021, arXiv:2012.12877, Sec. 4 and Fig. 2.
     """
 
     def __init__(self, **kwargs) -> None:
-        if kwargs.get("global_pool", "token") != "token":
-            raise ValueError(
-                f"DistilledVisionTransformer reads the class and distillation tokens, so global_pool must be "
-                f"'token', got {kwargs['global_pool']!r}; use VisionTransformer for average pooling"
-            )
         if not kwargs.get("class_token", True):
-            raise ValueError("DistilledVisionTransformer needs class_token=True (token 0 feeds `head`)")
+            raise ValueError("DistilledVisionTransformer needs class_token=True: its tokens are the class token (0), "
+                             "the distillation token (1), then the patches, as in DeiT and timm")
         super().__init__(**kwargs)
         D = self.embed_dim
         self.num_prefix_tokens = 2
@@ -135,6 +146,17 @@ class DistilledVisionTransformer(VisionTransformer):
         pos = resample_pos_embed(self.pos_embed, grid, self.patch_embed.grid_size, self.num_prefix_tokens)
         return self.norm_pre(self.pos_drop(x + pos))  # norm_pre: the identity unless pre_norm=True
 
+    def head_inputs(self, x: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+        """What the two heads read from the final tokens: the class side (token 0 for ``'token'``, the
+        fc-normalised mean of the patch tokens for ``'avg'``) and the distillation token (token 1,
+        fc-normalised for ``'avg'``).
+
+        Shapes: (B, 2 + N, D) -> two (B, D).
+        """
+        if self.global_pool == "avg":
+            return self.fc_norm(x[:, self.num_prefix_tokens:].mean(dim=1)), self.fc_norm(x[:, 1])
+        return x[:, 0], x[:, 1]  # 'token': DeiT's and timm's read-out (the final norm was applied to every token)
+
     def forward_head(
         self, x: torch.Tensor, pre_logits: bool = False
     ) -> Union[torch.Tensor, Tuple[torch.Tensor, torch.Tensor]]:
@@ -143,7 +165,8 @@ class DistilledVisionTransformer(VisionTransformer):
         Shapes: (B, 2 + N, D) -> (B, K), or a pair of (B, K) (see the class docstring);
         with ``pre_logits`` the (B, D) average of the two tokens.
         """
-        x_cls, x_dist = self.head_drop(x[:, 0]), self.head_drop(x[:, 1])  # (B, D), (B, D)
+        x_cls, x_dist = self.head_inputs(x)  # (B, D), (B, D)
+        x_cls, x_dist = self.head_drop(x_cls), self.head_drop(x_dist)
         if pre_logits:
             return (x_cls + x_dist) / 2
         y_cls, y_dist = self.head(x_cls), self.head_dist(x_dist)  # (B, K), (B, K)
@@ -167,14 +190,33 @@ class DistilledVisionTransformer(VisionTransformer):
         return torch.stack(out)  # (L + 1, B, 2, D)
 
     @torch.no_grad()
+    def readouts_through_depth(self, x: torch.Tensor) -> torch.Tensor:
+        """What each head would read if the network stopped at each depth (before any final norm):
+        the class side (the class token for ``'token'``, the mean of the patch tokens for ``'avg'``)
+        and the distillation token.
+
+        Shapes: (B, C, H, W) -> (L + 1, B, 2, D); index 0 is the input of block 1, index l the output
+        of block l.
+        """
+        z = self.prepare_tokens(x)  # (B, 2 + N, D)
+        out = []
+        for blk in [None, *self.blocks]:
+            if blk is not None:
+                z = blk(z)
+            cls_side = z[:, self.num_prefix_tokens:].mean(dim=1) if self.global_pool == "avg" else z[:, 0]  # (B, D)
+            out.append(torch.stack([cls_side, z[:, 1]], dim=1))  # (B, 2, D)
+        return torch.stack(out)  # (L + 1, B, 2, D)
+
+    @torch.no_grad()
     def cls_dist_similarity(self, x: torch.Tensor) -> torch.Tensor:
-        """Mean cosine similarity between the class and distillation tokens at every depth.
+        """Mean cosine similarity between the class and distillation read-outs at every depth
+        (:meth:`readouts_through_depth`: for ``'avg'`` the class side is the mean patch token).
 
         DeiT Sec. 4 reports 0.06 for the learned tokens and 0.93 at the last layer of DeiT-B.
 
         Shapes: (B, C, H, W) -> (L + 1,), index 0 = input of block 1, index l = output of block l.
         """
-        t = self.prefix_tokens_through_depth(x)  # (L + 1, B, 2, D)
+        t = self.readouts_through_depth(x)  # (L + 1, B, 2, D)
         return F.cosine_similarity(t[:, :, 0], t[:, :, 1], dim=-1).mean(dim=1)  # (L + 1,)
 
 

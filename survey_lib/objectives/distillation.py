@@ -12,7 +12,8 @@ outputs; the first term uses the class token's logits, the distillation term (KL
 y_t) uses the distillation token's logits. A student without that token (a plain ViT) uses the same
 logits in both terms: classical knowledge distillation (Hinton et al. 2015, arXiv:1503.02531).
 
-Reading guide: :class:`DistillationLoss` (both equations) and :func:`deit_step` (the ``step_fn`` for
+Reading guide: :class:`DistillationLoss` (both equations), :class:`MaskedCrossEntropy` (the supervised
+term when only some images have a label) and :func:`deit_step` (the ``step_fn`` for
 :func:`survey_lib.train.fit`). The teacher is any classifier (``survey_lib.recipes.teacher`` trains a
 small timm ResNet); how often student and teacher agree is measured by
 ``survey_lib.evaluate.teacher_agreement``.
@@ -22,12 +23,20 @@ divergence between the softmax of the teacher and the softmax of the student") a
 (``F.kl_div(student_log_probs, teacher_log_probs)``) compute KL(p_t || p_s) = sum_k p_t (log p_t -
 log p_s), the teacher being the target distribution; we do the same.
 
+A transfer set with few labels (the semi-supervised use of distillation; Hinton et al. 2015, Sec. 2,
+call the images the student learns the teacher's outputs on the "transfer set"): every image gets the
+distillation term, only the labelled ones the supervised term. An unlabelled image carries the label
+``UNLABELLED = -1`` (the marker of ``survey_lib.data.splits``); :class:`MaskedCrossEntropy` is the
+supervised term over the labelled images of the batch, and 0 (with a graph) in a batch without one.
+DeiT itself always has every label; this is our extension, for the study of notebook 02.
+
 Deviations from the paper:
-    * KL normalisation: ``batchmean`` (the mean over samples of the per-sample KL), not DeiT's code,
-      which sums the KL over samples *and classes* and divides by ``numel = B * K``. DeiT's value is
-      ours divided by K, so with the same alpha its distillation term is K times weaker (1000x on
-      ImageNet, 10x on the digits). We use the per-sample KL so that Eq. 2 means what it says: at
-      alpha = 1/2 the label and the teacher weigh the same, whatever the number of classes.
+    * KL normalisation: ``kl_reduction="batchmean"`` (default; the mean over samples of the
+      per-sample KL), not DeiT's code, which sums the KL over samples *and classes* and divides by
+      ``numel = B * K`` (``kl_reduction="deit"``). DeiT's value is ours divided by K, so with the same
+      alpha its distillation term is K times weaker (1000x on ImageNet, 10x on the digits). We use
+      the per-sample KL so that Eq. 2 means what it says: at alpha = 1/2 the label and the teacher
+      weigh the same, whatever the number of classes; ``"deit"`` reproduces DeiT's choice.
     * Eq. 3 is generalised as in DeiT's code: ``(1 - alpha) CE(cls, y) + alpha CE(dist, y_t)``;
       ``alpha = 0.5`` (the default for ``'hard'``) is the paper's equation.
     * the teacher is a ~0.3M-parameter timm ``resnet10t`` with narrow channels (DeiT: RegNetY-16GF,
@@ -46,9 +55,16 @@ from torch import nn
 
 from ..train import StepOutput
 
-__all__ = ["DISTILLATION_TYPES", "DISTILL_HPARAMS", "split_outputs", "DistillationLoss", "deit_step"]
+__all__ = ["DISTILLATION_TYPES", "KL_REDUCTIONS", "UNLABELLED", "DISTILL_HPARAMS", "split_outputs", "MaskedCrossEntropy",
+           "DistillationLoss", "deit_step"]
 
 DISTILLATION_TYPES = ("none", "soft", "hard")
+
+#: How the soft term's KL is normalised: per sample (``batchmean``) or as DeiT's code (``deit``: sum / (B K)).
+KL_REDUCTIONS = ("batchmean", "deit")
+
+#: The label of an image without one (the same marker as ``survey_lib.data.splits.UNLABELLED``).
+UNLABELLED = -1
 
 
 Outputs = Union[torch.Tensor, Tuple[torch.Tensor, torch.Tensor]]
@@ -81,13 +97,57 @@ def split_outputs(outputs: Outputs) -> Tuple[torch.Tensor, torch.Tensor]:
     )
 
 
+class MaskedCrossEntropy(nn.Module):
+    """Label-smoothed cross-entropy over the labelled images of a batch; images labelled
+    ``UNLABELLED`` (-1) are skipped.
+
+    The mean is over the labelled images only, so the term has the scale of a plain cross-entropy
+    whatever the fraction of labels. A batch with no labelled image (at 10% labels a batch of 32 has
+    none with probability 0.9^32, about 3%) gives 0 *with a graph* (``0 * logits.sum()``): a mean
+    over zero images would be NaN, and :func:`survey_lib.train.fit` stops at a non-finite loss.
+    With every image labelled it equals ``F.cross_entropy(logits, labels, label_smoothing=...)``.
+
+    Args:
+        label_smoothing: in [0, 1) (Szegedy et al. 2016), as ``nn.CrossEntropyLoss``.
+
+    Shapes: forward(logits (B, K), labels (B,) int with -1 for unlabelled) -> scalar.
+
+    Raises:
+        ValueError: ``label_smoothing`` outside [0, 1); at a call, labels that are neither -1 nor a
+            class in [0, K), or logits and labels of different batch sizes.
+    """
+
+    def __init__(self, label_smoothing: float = 0.0) -> None:
+        super().__init__()
+        if not 0.0 <= label_smoothing < 1.0:
+            raise ValueError(f"label_smoothing must be in [0, 1), got {label_smoothing}")
+        self.label_smoothing = float(label_smoothing)
+
+    def forward(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        if logits.ndim != 2 or labels.shape != logits.shape[:1]:
+            raise ValueError(f"expected logits (B, K) and labels (B,), got {tuple(logits.shape)} and {tuple(labels.shape)}")
+        K = logits.shape[-1]
+        bad = (labels != UNLABELLED) & ((labels < 0) | (labels >= K))
+        if bool(bad.any()):
+            raise ValueError(f"labels must be {UNLABELLED} (unlabelled) or a class in [0, {K}), got "
+                             f"{sorted(set(labels[bad].tolist()))[:5]}")
+        keep = labels != UNLABELLED  # (B,)
+        if not bool(keep.any()):
+            return 0.0 * logits.sum()  # no labelled image in this batch: zero, and the graph is kept
+        return F.cross_entropy(logits[keep], labels[keep], label_smoothing=self.label_smoothing)
+
+    def extra_repr(self) -> str:
+        return f"label_smoothing={self.label_smoothing}, ignores={UNLABELLED}"
+
+
 class DistillationLoss(nn.Module):
     """DeiT's objective: a supervised term on the class output plus a distillation term (Eq. 2 / 3).
 
     ``'none'``: ``base_criterion(cls_logits, labels)`` only (the teacher, if any, is not run).
     ``'soft'``: ``(1 - alpha) * base + alpha * tau^2 * KL(softmax(Z_t / tau) || softmax(Z_dist / tau))``
-    with the KL averaged over samples (``reduction='batchmean'``, see the module docstring for why
-    not DeiT's ``sum / numel``), both distributions computed with ``log_softmax``.
+    with the KL averaged over samples (``kl_reduction='batchmean'``) or, as DeiT's code, summed over
+    samples and classes and divided by ``B * K`` (``kl_reduction='deit'``, i.e. batchmean / K; see
+    the module docstring), both distributions computed with ``log_softmax``.
     ``'hard'``: ``(1 - alpha) * base + alpha * CE(Z_dist, argmax Z_t)``; ``alpha = 0.5`` is Eq. 3.
 
     The teacher is put in eval mode (BatchNorm uses its running statistics and never updates them),
@@ -103,6 +163,10 @@ class DistillationLoss(nn.Module):
         tau: softmax temperature of the soft term (> 0; unused by ``'hard'``).
         num_classes: the student's K; if given and the teacher has a ``num_classes`` attribute
             (every timm model does), a mismatch raises at construction rather than at the first step.
+        kl_reduction: ``'batchmean'`` (default) or ``'deit'`` (see above); used by ``'soft'`` only.
+
+    The distillation term uses every image of the batch; the supervised term is whatever
+    ``base_criterion`` makes of the labels (:class:`MaskedCrossEntropy` skips unlabelled images).
 
     Shapes:
         forward(images (B, C, H, W), outputs (B, K) or pair of (B, K), labels (B,)) -> scalar.
@@ -111,8 +175,8 @@ class DistillationLoss(nn.Module):
         average of its two outputs, has the teacher's argmax).
 
     Raises:
-        ValueError: unknown ``distillation_type``; ``alpha`` outside [0, 1]; ``tau <= 0``; no teacher
-            for ``'soft'``/``'hard'``; a teacher whose number of classes differs from the student's
+        ValueError: unknown ``distillation_type`` or ``kl_reduction``; ``alpha`` outside [0, 1];
+            ``tau <= 0``; no teacher for ``'soft'``/``'hard'``; a teacher whose number of classes differs from the student's
             (at construction when both are known, else at the first call).
 
     Source: Touvron et al. 2021, arXiv:2012.12877, Eq. 2-3 and Sec. 4.
@@ -126,10 +190,14 @@ class DistillationLoss(nn.Module):
         alpha: float = 0.5,
         tau: float = 1.0,
         num_classes: Optional[int] = None,
+        kl_reduction: str = "batchmean",
     ) -> None:
         super().__init__()
         if distillation_type not in DISTILLATION_TYPES:
             raise ValueError(f"distillation_type must be one of {DISTILLATION_TYPES}, got {distillation_type!r}")
+        if kl_reduction not in KL_REDUCTIONS:
+            raise ValueError(f"kl_reduction must be one of {KL_REDUCTIONS} ('deit': DeiT's code, sum / (B * K)), "
+                             f"got {kl_reduction!r}")
         if not 0.0 <= alpha <= 1.0:
             raise ValueError(f"alpha weighs the distillation term against the label term and must be in [0, 1], got {alpha}")
         if not tau > 0.0:
@@ -147,6 +215,7 @@ class DistillationLoss(nn.Module):
         self.distillation_type = distillation_type
         self.alpha = float(alpha)
         self.tau = float(tau)
+        self.kl_reduction = kl_reduction
 
     @staticmethod
     def _mismatch_message(teacher_k: int, student_k: int) -> str:
@@ -179,8 +248,13 @@ class DistillationLoss(nn.Module):
             T = self.tau
             log_p_s = F.log_softmax(z_dist / T, dim=-1)  # (B, K)
             log_p_t = F.log_softmax(z_t / T, dim=-1)  # (B, K)
-            # KL(p_t || p_s) = sum_k p_t (log p_t - log p_s), averaged over the batch ("batchmean").
-            distill = F.kl_div(log_p_s, log_p_t, reduction="batchmean", log_target=True) * (T * T)
+            # KL(p_t || p_s) = sum_k p_t (log p_t - log p_s), averaged over the batch ("batchmean"),
+            # or summed over batch and classes and divided by B * K (DeiT's code: batchmean / K).
+            if self.kl_reduction == "batchmean":
+                kl = F.kl_div(log_p_s, log_p_t, reduction="batchmean", log_target=True)
+            else:
+                kl = F.kl_div(log_p_s, log_p_t, reduction="sum", log_target=True) / log_p_s.numel()
+            distill = kl * (T * T)
         else:  # hard
             distill = F.cross_entropy(z_dist, z_t.argmax(dim=-1))
         loss = (1.0 - self.alpha) * base + self.alpha * distill
@@ -193,15 +267,17 @@ class DistillationLoss(nn.Module):
         return self.terms(images, outputs, labels)["loss"]
 
     def extra_repr(self) -> str:
-        return f"distillation_type={self.distillation_type!r}, alpha={self.alpha}, tau={self.tau}, kl='batchmean'"
+        return (f"distillation_type={self.distillation_type!r}, alpha={self.alpha}, tau={self.tau}, "
+                f"kl_reduction={self.kl_reduction!r}")
 
 
 def deit_step(criterion: DistillationLoss) -> Callable[[nn.Module, object], StepOutput]:
     """A ``step_fn`` for :func:`survey_lib.train.fit` that trains a student with ``criterion``.
 
-    The training accuracy is computed on the average of the two outputs (the test-time prediction);
-    the loss parts and the batch agreement with the teacher are logged as per-epoch metrics
-    (``base_loss``, ``distill_loss``, ``teacher_agree``).
+    The training accuracy is computed on the average of the two outputs (the test-time prediction),
+    over the labelled images of each batch only (labels ``UNLABELLED`` are skipped); the loss parts,
+    the batch agreement with the teacher and the fraction of labelled images are logged as
+    per-epoch metrics (``base_loss``, ``distill_loss``, ``teacher_agree``, ``labelled``).
     """
 
     def step(model: nn.Module, batch) -> StepOutput:
@@ -209,8 +285,10 @@ def deit_step(criterion: DistillationLoss) -> Callable[[nn.Module, object], Step
         outputs = model(x)  # (B, K) or pair of (B, K)
         parts = criterion.terms(x, outputs, y)
         z_cls, z_dist = split_outputs(outputs)
-        logits = ((z_cls + z_dist) / 2).detach()  # (B, K)
+        keep = y != UNLABELLED  # (B,)
+        logits = ((z_cls + z_dist) / 2).detach()[keep]  # (B_labelled, K)
         metrics = {k: float(v) for k, v in parts.items() if k != "loss"}
-        return StepOutput(parts["loss"], logits, y, metrics)
+        metrics["labelled"] = float(keep.float().mean())
+        return StepOutput(parts["loss"], logits, y[keep], metrics)
 
     return step
