@@ -164,6 +164,7 @@ def plot_seed_curves(histories: Mapping[str, Sequence[object]], metrics: Sequenc
         ValueError: no histories, or a model without any.
     """
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     if not histories:
         raise ValueError("no histories to draw")
@@ -181,6 +182,7 @@ def plot_seed_curves(histories: Mapping[str, Sequence[object]], metrics: Sequenc
                 ax.plot(f["epoch"], scale * f[metric], color=c, lw=0.8, alpha=0.35)
             mean = pd.concat(frames).groupby("epoch")[metric].mean()
             ax.plot(mean.index, scale * mean.values, color=c, lw=2.2, label=f"{model_label(m)} (mean of {len(hs)})")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_xlabel("epoch", fontsize=FONT)
         ax.set_ylabel(metric.replace("_", " ") + (" (%)" if scale == 100.0 else ""), fontsize=FONT)
         ax.tick_params(labelsize=FONT - 1)
