@@ -10,7 +10,7 @@ import numpy as np
 import torch
 
 from ..models.nat import attention_to_dense, axis_window
-from .common import _overlay, show_image
+from .common import show_image
 
 __all__ = ["plot_neighborhoods", "plot_neighborhood_attention"]
 
@@ -83,23 +83,44 @@ def plot_neighborhood_attention(
         img: (C, H_img, W_img) the input image.
         attn: (H, W, heads, k*k) window weights of one image and one block (e.g.
             ``model.get_attention_maps(x)[block][b]``).
+        kernel_size, dilation: the window the block used (``blk.attn.window(H, W)``).
         queries: (row, col) token positions; each is marked with a cyan dot.
+        title: the figure's title.
 
-    Shapes: each panel is the query's dense row (H, W), zero outside its window.
+    Shapes: each panel is the query's dense row (H, W), zero outside its window, upsampled (nearest)
+    to the image. All panels share one colour scale, from 0 to the largest weight drawn, shown by the
+    colour bar.
+
+    Raises:
+        ValueError: ``attn`` is not (H, W, heads, k*k), or a query outside the H x W grid.
     """
     import matplotlib.pyplot as plt
+    import torch.nn.functional as F
 
+    if attn.dim() != 4:
+        raise ValueError(f"attn must be one image's window weights (H, W, heads, k*k), got shape {tuple(attn.shape)}")
     H, W, heads, _ = attn.shape
+    outside = [q for q in queries if not (0 <= q[0] < H and 0 <= q[1] < W)]
+    if outside:
+        raise ValueError(f"queries {outside} lie outside the {H}x{W} token grid")
     dense = attention_to_dense(attn[None].detach().float(), kernel_size, dilation)[0]  # (heads, N, N)
-    fig, axes = plt.subplots(len(queries), heads + 1, figsize=(1.9 * (heads + 1), 2.0 * len(queries)), squeeze=False)
+    rows = {q: dense[:, q[0] * W + q[1]].reshape(heads, H, W) for q in queries}  # (heads, H, W) each
+    vmax = max(float(r.max()) for r in rows.values())
+    fig, axes = plt.subplots(len(queries), heads + 1, figsize=(2.4 * (heads + 1) + 0.9, 2.6 * len(queries) + 0.6),
+                             squeeze=False, layout="constrained")
     sy, sx = img.shape[1] / H, img.shape[2] / W
+    im = None
     for r, (qi, qj) in enumerate(queries):
-        show_image(axes[r, 0], img, "input" if r == 0 else None)
-        axes[r, 0].plot((qj + 0.5) * sx - 0.5, (qi + 0.5) * sy - 0.5, "o", color="cyan", markersize=5)
+        show_image(axes[r, 0], img, f"input, query {qi, qj}")
+        axes[r, 0].title.set_fontsize(10)
+        axes[r, 0].plot((qj + 0.5) * sx - 0.5, (qi + 0.5) * sy - 0.5, "o", color="cyan", markersize=6)
         for hd in range(heads):
-            heat = dense[hd, qi * W + qj].reshape(H, W)  # (H, W)
-            _overlay(axes[r, hd + 1], img, heat, f"query {qi, qj}, head {hd}")
-            axes[r, hd + 1].plot((qj + 0.5) * sx - 0.5, (qi + 0.5) * sy - 0.5, "o", color="cyan", markersize=4)
-    fig.suptitle(title or f"neighbourhood attention, kernel {kernel_size}, dilation {dilation}", fontsize=10)
-    fig.tight_layout()
+            ax = axes[r, hd + 1]
+            heat = F.interpolate(rows[(qi, qj)][hd][None, None], size=tuple(img.shape[1:]), mode="nearest")[0, 0]
+            show_image(ax, img)
+            im = ax.imshow(heat.numpy(), cmap="inferno", alpha=0.7, vmin=0.0, vmax=vmax)
+            ax.set_title(f"query {qi, qj}, head {hd}", fontsize=10)
+            ax.plot((qj + 0.5) * sx - 0.5, (qi + 0.5) * sy - 0.5, "o", color="cyan", markersize=5)
+    fig.colorbar(im, ax=axes[:, 1:].ravel().tolist(), fraction=0.03, pad=0.02).set_label("attention weight", fontsize=10)
+    fig.suptitle(title or f"neighbourhood attention, kernel {kernel_size}, dilation {dilation}", fontsize=12)
     return fig

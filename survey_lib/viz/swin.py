@@ -114,7 +114,7 @@ def plot_shifted_window_mask(grid_size: int = 8, window_size: int = 4, shift_siz
 
 
 def plot_window_attention(img: torch.Tensor, model: SwinTransformer, maps: Sequence[torch.Tensor],
-                          query: Tuple[int, int], block_ids: Optional[Sequence[int]] = None):
+                          query: Tuple[int, int], block_ids: Optional[Sequence[int]] = None, title: Optional[str] = None):
     """What one image location attends to in several blocks (mean over heads), drawn on the image.
 
     Args:
@@ -122,40 +122,61 @@ def plot_window_attention(img: torch.Tensor, model: SwinTransformer, maps: Seque
         model: the model that produced ``maps`` (for each block's grid, window and shift).
         maps: one image's maps, ``[m[b] for m in model.get_attention_maps(x)]``, each (nW, h, N, N).
         query: (row, col) pixel of the query location; each block uses the token covering it.
-        block_ids: which blocks to draw (default: all).
+        block_ids: which blocks to draw (default: all).  title: the figure's title.
 
-    The red square marks the query's window: a shifted block's window straddles the W-MSA borders.
+    The red outline marks the query's window (a shifted block's window straddles the W-MSA borders).
+    All panels share one colour scale, from 0 to the largest weight drawn, shown by the colour bar.
+
+    Raises:
+        ValueError: ``maps`` has fewer entries than the model has blocks, a block id out of range, or
+            a query outside the image.
     """
     import matplotlib.pyplot as plt
     import numpy as np
-    
+
     blocks = model.blocks()
+    if len(maps) != len(blocks):
+        raise ValueError(f"maps has {len(maps)} entries but the model has {len(blocks)} blocks; pass one image's "
+                         "maps of every block: [m[b] for m in model.get_attention_maps(x)]")
     block_ids = list(range(len(blocks))) if block_ids is None else list(block_ids)
+    bad = [k for k in block_ids if not 0 <= k < len(blocks)]
+    if bad:
+        raise ValueError(f"block ids {bad} out of range: the model has blocks 0..{len(blocks) - 1}")
     C, H, W = img.shape
-    fig, axes = plt.subplots(1, len(block_ids) + 1, figsize=(2.3 * (len(block_ids) + 1), 2.7))
-    show_image(axes[0], img, "input + query")
-    axes[0].plot(query[1], query[0], marker="x", color="tab:red", markersize=9, mew=2)
-    for ax, k in zip(axes[1:], block_ids):
+    if not (0 <= query[0] < H and 0 <= query[1] < W):
+        raise ValueError(f"query {tuple(query)} lies outside the {H}x{W} image")
+    heats = []
+    for k in block_ids:
         blk = blocks[k]
         gh, gw = blk.input_resolution
         px = H // gh  # pixels per token at this stage
-        q = (query[0] // px, query[1] // px)
-        heat = window_attention_to_grid(maps[k], blk, q).mean(0)  # (gh, gw)
-        heat = heat.repeat_interleave(px, 0).repeat_interleave(px, 1)  # (H, W)
+        heat = window_attention_to_grid(maps[k], blk, (query[0] // px, query[1] // px)).mean(0)  # (gh, gw)
+        heats.append(heat.repeat_interleave(px, 0).repeat_interleave(px, 1))  # (H, W)
+    vmax = max(float(h.max()) for h in heats)
+    fig, axes = plt.subplots(1, len(block_ids) + 1, figsize=(2.7 * (len(block_ids) + 1) + 0.8, 3.7),
+                             layout="constrained")
+    show_image(axes[0], img, "input + query")
+    axes[0].title.set_fontsize(10)
+    axes[0].plot(query[1], query[0], marker="x", color="tab:red", markersize=10, mew=2.5)
+    im = None
+    for ax, k, heat in zip(axes[1:], block_ids, heats):
+        blk = blocks[k]
+        gh, gw = blk.input_resolution
         show_image(ax, img)
-        ax.imshow(heat.numpy(), cmap="inferno", alpha=0.65)
+        im = ax.imshow(heat.numpy(), cmap="inferno", alpha=0.7, vmin=0.0, vmax=vmax)
         seen = (heat > 1e-12).numpy().astype(float)  # keys behind the mask get exp(-100) ~ 1e-44
         if 0 < seen.sum() < seen.size:  # outline what the query can attend to (padded: edges too)
             padded = np.pad(seen, 1)
             ax.contour(np.arange(-1, W + 1), np.arange(-1, H + 1), padded, levels=[0.5], colors="tab:red",
-                       linewidths=1.5)
+                       linewidths=1.8)
             ax.set_xlim(-0.5, W - 0.5)
             ax.set_ylim(H - 0.5, -0.5)
         stage = next(i for i, st in enumerate(model.layers) if any(b is blk for b in st.blocks))
         kind = "SW-MSA" if blk.shifted else ("W-MSA" if blk.num_windows > 1 else "global")
-        ax.set_title(f"block {k} (stage {stage})\n{kind}, {gh}x{gw} grid", fontsize=8)
-    fig.suptitle(f"attention of the location {tuple(query)} (mean over heads); it never leaves its window", fontsize=10)
-    fig.tight_layout()
+        ax.set_title(f"block {k} (stage {stage})\n{kind}, {gh}x{gw} tokens", fontsize=10)
+    fig.colorbar(im, ax=list(axes[1:]), fraction=0.025, pad=0.02).set_label("attention weight (mean over heads)",
+                                                                            fontsize=10)
+    fig.suptitle(title or f"attention of the location {tuple(query)}: it never leaves its window", fontsize=12)
     return fig
 
 
@@ -163,7 +184,8 @@ def plot_relative_position_bias(attn: WindowAttention, title: Optional[str] = No
     """The learned table B_hat of Eq. 4 per head, as a (2M - 1) x (2M - 1) image of offsets.
 
     Pixel (dy, dx) (centre = offset 0) is the bias added to the score of a query and a key that is
-    ``dy`` rows above and ``dx`` columns left of it (query minus key).
+    ``dy`` rows above and ``dx`` columns left of it (query minus key). One diverging colour scale,
+    symmetric about 0 and shared by the heads, with its colour bar.
     """
     import matplotlib.pyplot as plt
 
@@ -171,16 +193,16 @@ def plot_relative_position_bias(attn: WindowAttention, title: Optional[str] = No
     table = attn.relative_position_bias_table.detach().float()  # ((2M_h-1)(2M_w-1), h)
     img = table.T.reshape(-1, 2 * mh - 1, 2 * mw - 1)  # (h, 2M_h - 1, 2M_w - 1)
     h = img.shape[0]
-    fig, axes = plt.subplots(1, h, figsize=(2.2 * h, 2.4), squeeze=False)
+    fig, axes = plt.subplots(1, h, figsize=(max(3.2 * h + 1.2, 6.0), 3.9), squeeze=False, layout="constrained")
     lim = float(img.abs().max()) or 1.0
     for i, ax in enumerate(axes[0]):
         im = ax.imshow(img[i].numpy(), cmap="RdBu_r", vmin=-lim, vmax=lim,
                        extent=(-(mw - 1) - 0.5, mw - 1 + 0.5, mh - 1 + 0.5, -(mh - 1) - 0.5))
-        ax.set_title(f"head {i}", fontsize=8)
-        ax.set_xlabel("dx", fontsize=7)
+        ax.set_title(f"head {i}", fontsize=11)
+        ax.set_xlabel("dx (columns)", fontsize=10)
         if i == 0:
-            ax.set_ylabel("dy", fontsize=7)
-        ax.tick_params(labelsize=6)
-    fig.colorbar(im, ax=axes[0].tolist(), fraction=0.03)
-    fig.suptitle(title or "relative position bias B_hat (Eq. 4) per head", fontsize=10)
+            ax.set_ylabel("dy (rows)", fontsize=10)
+        ax.tick_params(labelsize=9)
+    fig.colorbar(im, ax=axes[0].tolist(), fraction=0.04).set_label("bias added to the score", fontsize=10)
+    fig.suptitle(title or "relative position bias B_hat (Eq. 4) per head", fontsize=12)
     return fig
