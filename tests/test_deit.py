@@ -607,3 +607,34 @@ def test_verdicts_compute_the_two_pooled_std_claim():
     assert not [r for r in distillation_verdicts(study) if r["a"] == "deit_hard"]  # absent variants are skipped
     with pytest.raises(ValueError, match="different seeds"):
         distillation_verdicts({"deit_none_f010": _Runs([0.9] * 3), "deit_hard_f010": _Runs([0.9] * 3, seeds=(3, 4, 5))})
+
+
+# ---------------------------------------------------------------------------------------------
+# the study's figures
+# ---------------------------------------------------------------------------------------------
+def test_study_figures_draw_every_variant_and_refuse_bad_input():
+    import pandas as pd
+
+    from survey_lib.viz.compare import model_color
+    from survey_lib.viz.deit import plot_study, plot_study_curves, variant_color
+
+    rows = [{"name": n, "label": VARIANTS[n].label, "student": VARIANTS[n].student, "seed": s, "test_acc": 0.9 + 0.01 * s}
+            for n in ("cnn_teacher", "deit_none", "deit_hard") for s in (0, 1, 2)]
+    frame = pd.DataFrame(rows)
+    fig = plot_study(frame, [["cnn_teacher", "deit_none"], ["deit_hard"]], ["a", "b"])
+    assert len(fig.axes) == 2
+    assert [t.get_text() for t in fig.axes[0].get_yticklabels()] == ["ViT, labels only", "CNN teacher (all labels)"]
+    lo, hi = fig.axes[1].get_xlim()
+    assert lo <= 88 and hi == 100  # 2 points below the lowest seed, to 100: nothing exaggerated
+    assert variant_color("teacher") == model_color("resnet") and variant_color("vit") == model_color("vit")
+    with pytest.raises(ValueError, match="holds no run"):
+        plot_study(frame, [["deit_soft"]], ["a"])
+    with pytest.raises(ValueError, match="titles"):
+        plot_study(frame, [["deit_hard"]], ["a", "b"])
+    with pytest.raises(ValueError, match="lacks the columns"):
+        plot_study(frame.drop(columns="label"), [["deit_hard"]], ["a"])
+    curves = pd.DataFrame([{"name": "deit_hard", "seed": 0, "epoch": e, "val_acc": 0.5 + 0.1 * e} for e in (1, 2, 3, 4)])
+    with pytest.raises(ValueError, match="no curve"):
+        plot_study_curves(curves, ["deit_none"], {}, {})
+    fig = plot_study_curves(curves, ["deit_hard"], {"deit_hard": "DeiT hard"}, {"deit_hard": "deit"})
+    assert fig.axes[0].get_legend().get_texts()[0].get_text() == "DeiT hard"
