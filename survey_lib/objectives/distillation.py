@@ -34,15 +34,16 @@ Deviations from the paper:
     * KL normalisation: ``kl_reduction="batchmean"`` (default; the mean over samples of the
       per-sample KL), not DeiT's code, which sums the KL over samples *and classes* and divides by
       ``numel = B * K`` (``kl_reduction="deit"``). DeiT's value is ours divided by K, so with the same
-      alpha its distillation term is K times weaker (1000x on ImageNet, 10x on the digits). We use
+      alpha its distillation term is K times weaker (1000x on ImageNet, 10x on the digits and MNIST). We use
       the per-sample KL so that Eq. 2 means what it says: at alpha = 1/2 the label and the teacher
       weigh the same, whatever the number of classes; ``"deit"`` reproduces DeiT's choice.
     * Eq. 3 is generalised as in DeiT's code: ``(1 - alpha) CE(cls, y) + alpha CE(dist, y_t)``;
       ``alpha = 0.5`` (the default for ``'hard'``) is the paper's equation.
     * the teacher is a ~0.3M-parameter timm ``resnet10t`` with narrow channels (DeiT: RegNetY-16GF,
-      84M parameters, 82.9% on ImageNet), trained from scratch on the 1,437 digits.
-    * no Mixup/CutMix/RandAugment/repeated augmentation (DeiT Sec. 6); the digits get random
-      1-pixel shifts only (:class:`survey_lib.data.DigitsDataset`).
+      84M parameters, 82.9% on ImageNet), trained from scratch on the student's training split
+      (``survey_lib.recipes.deit``: MNIST-5k under ``cpu``, the 8 x 8 digits under ``smoke``).
+    * no Mixup/CutMix/RandAugment/repeated augmentation (DeiT Sec. 6); the images get random shifts
+      of a few pixels only (``max_shift`` of :func:`survey_lib.data.classification_dataset`).
 """
 
 from __future__ import annotations
