@@ -638,3 +638,14 @@ def test_study_figures_draw_every_variant_and_refuse_bad_input():
         plot_study_curves(curves, ["deit_none"], {}, {})
     fig = plot_study_curves(curves, ["deit_hard"], {"deit_hard": "DeiT hard"}, {"deit_hard": "deit"})
     assert fig.axes[0].get_legend().get_texts()[0].get_text() == "DeiT hard"
+
+
+def test_the_deit_runs_cache_key_does_not_hash_the_comparison_or_the_study():
+    """An edit to the comparison's module or to the study must not retrain the students."""
+    from survey_lib.recipes import get_recipe
+    from survey_lib.recipes.cache import code_modules
+
+    hashed = code_modules(tuple(get_recipe("deit").code_roots()))
+    assert "survey_lib.recipes.compare" not in hashed and "survey_lib.recipes.deit_study" not in hashed
+    assert {"survey_lib.recipes.deit", "survey_lib.recipes.teacher", "survey_lib.objectives.distillation",
+            "survey_lib.models.deit", "survey_lib.data.splits"} <= set(hashed)
