@@ -16,7 +16,8 @@ __all__ = ["plot_cost_scatter", "plot_family_tree", "plot_latency_distribution"]
 def plot_cost_scatter(df, x: str, y: str, hue: Optional[str] = "axis", label: str = "model", logx: bool = True,
                       logy: bool = True, xlabel: Optional[str] = None, ylabel: Optional[str] = None,
                       title: Optional[str] = None, ax=None):
-    """A seaborn scatter of two cost columns of a measurement table, every point labelled.
+    """A seaborn scatter of two cost columns of a measurement table, every point labelled (labels
+    placed by adjustText so that they neither overlap each other nor hide the points).
 
     Returns:
         the matplotlib Figure.
@@ -24,33 +25,30 @@ def plot_cost_scatter(df, x: str, y: str, hue: Optional[str] = "axis", label: st
     import matplotlib.pyplot as plt
     import seaborn as sns
 
+    from adjustText import adjust_text
+
     d = df.dropna(subset=[x, y])
     if ax is None:
         fig, ax = plt.subplots(figsize=(8.5, 6))
     else:
         fig = ax.figure
     sns.scatterplot(data=d, x=x, y=y, hue=hue if hue in d.columns else None, s=60, ax=ax)
-    # labels of points that nearly coincide (the Base-size cluster) are stacked instead of overprinted
-    lx = np.log10(d[x].to_numpy(dtype=float)) if logx else d[x].to_numpy(dtype=float)
-    ly = np.log10(d[y].to_numpy(dtype=float)) if logy else d[y].to_numpy(dtype=float)
-    span = np.array([np.ptp(lx) or 1.0, np.ptp(ly) or 1.0])
-    placed: List[np.ndarray] = []
-    for i, (_, r) in enumerate(d.iterrows()):
-        p = np.array([lx[i], ly[i]]) / span
-        k = sum(np.abs(p - q).max() < 0.045 for q in placed)
-        placed.append(p)
-        ax.annotate(str(r[label]), (r[x], r[y]), fontsize=7, xytext=(4, 2 - 8 * k), textcoords="offset points")
     if logx:
         ax.set_xscale("log")
     if logy:
         ax.set_yscale("log")
-    ax.set_xlabel(xlabel or x)
-    ax.set_ylabel(ylabel or y)
+    # labels are moved apart from each other and from the points (adjustText), with a thin line back to
+    # their point where they had to move, so a dense cluster (the Base-size models) stays readable
+    texts = [ax.text(r[x], r[y], str(r[label]), fontsize=9) for _, r in d.iterrows()]
+    adjust_text(texts, x=d[x].to_numpy(dtype=float), y=d[y].to_numpy(dtype=float), ax=ax,
+                expand=(1.2, 1.4), arrowprops=dict(arrowstyle="-", color="0.5", lw=0.5))
+    ax.set_xlabel(xlabel or x, fontsize=11)
+    ax.set_ylabel(ylabel or y, fontsize=11)
     ax.grid(alpha=0.3, which="both")
     if title:
-        ax.set_title(title)
+        ax.set_title(title, fontsize=12)
     if ax.get_legend() is not None:
-        ax.legend(fontsize=8, loc="best")
+        ax.legend(fontsize=9, loc="lower right", title="axis of change", title_fontsize=9)
     fig.tight_layout()
     return fig
 
