@@ -396,3 +396,191 @@ def test_clear_errors():
         DINO(VisionTransformer(**TINY_VIT), DINOHead(16, 8), DINOLoss(8, 4, 0.04, 0.04, 0, 2), teacher_update="never")
 
 
+
+
+# ---------------------------------------------------------------------------------------------
+# the recipes on MNIST-5k, the study (survey_lib.recipes.dino_study)
+# ---------------------------------------------------------------------------------------------
+def test_mnist_multicrop_shapes_and_its_own_normalisation():
+    from survey_lib.data import MNIST5K_MEAN, MNIST5K_STD, MNIST5k
+    from survey_lib.recipes.dino import CONFIGS, multicrop
+
+    crops = CONFIGS["cpu"]["crops"]
+    assert CONFIGS["cpu"]["data"]["dataset"] == "mnist5k" and CONFIGS["smoke"]["data"]["dataset"] == "digits"
+    img, _ = MNIST5k("train")[0]  # normalised with MNIST-5k's statistics
+    torch.manual_seed(0)
+    views = multicrop("mnist5k", crops)(img[None])
+    g, s, n = crops["global_size"], crops["local_size"], crops["n_local_crops"]
+    assert [tuple(v.shape) for v in views] == [(1, 1, g, g)] * 2 + [(1, 1, s, s)] * n
+    # crops stay within MNIST-5k's normalised range: black (the background value) to white
+    bg, white = (0.0 - MNIST5K_MEAN) / MNIST5K_STD, (1.0 - MNIST5K_MEAN) / MNIST5K_STD
+    assert all(float(v.min()) >= bg - 1e-4 and float(v.max()) <= white + 1e-4 for v in views)
+    assert min(float(v.min()) for v in views) == pytest.approx(bg, abs=1e-4)  # some background is in view
+    # whole-image crops without photometric operations give the image back: un-normalised and normalised alike
+    ident = multicrop("mnist5k", {**crops, "global_scale": (1.0, 1.0), "local_scale": (1.0, 1.0), "local_size": g}, batched=False)
+    for v in ident(img):
+        assert torch.allclose(v, img, atol=1e-4)
+    # the digits' statistics would shift every pixel: the normalisation really is MNIST-5k's
+    wrong = multicrop("digits", {**crops, "global_scale": (1.0, 1.0), "local_scale": (1.0, 1.0), "local_size": g}, batched=False)
+    assert not torch.allclose(wrong(img)[0], img, atol=1e-2)
+    with pytest.raises(ValueError, match="unknown dataset"):
+        multicrop("cifar", crops)
+
+
+def test_every_study_variant_switches_exactly_its_option():
+    from survey_lib.models.nat import NAT
+    from survey_lib.recipes.dino_study import ABLATIONS, STUDY_SEEDS, VARIANTS, initial_model
+
+    models = {name: initial_model("smoke", 0, name) for name in VARIANTS}
+    full = models["dino_vit"]
+    assert (full.loss.centering, full.loss.sharpening, full.loss.variant, full.teacher_update) == (True, True, "dino", "step")
+    assert not models["dino_no_centering"].loss.centering
+    assert not models["dino_no_sharpening"].loss.sharpening
+    assert models["dino_no_sharpening"].loss.teacher_temperature(0) == models["dino_no_sharpening"].loss.student_temp
+    assert models["dino_source_sign"].loss.variant == "source_sign"
+    assert models["dino_epoch_teacher"].teacher_update == "epoch"
+    assert isinstance(models["dino_nat"].student.backbone, NAT) and isinstance(full.student.backbone, VisionTransformer)
+    for name in ABLATIONS:  # everything else is the full method's: the same initial weights
+        m = models[name]
+        assert all(torch.equal(a, b) for a, b in zip(full.state_dict().values(), m.state_dict().values())), name
+        others = [(m.loss.centering, full.loss.centering), (m.loss.sharpening, full.loss.sharpening),
+                  (m.loss.variant, full.loss.variant), (m.teacher_update, full.teacher_update)]
+        assert sum(a != b for a, b in others) == 1, name
+        assert len(STUDY_SEEDS[name]) >= 2
+    assert len(STUDY_SEEDS["dino_vit"]) >= 3
+    with pytest.raises(ValueError, match="unknown variant"):
+        initial_model("smoke", 0, "dino_no_teacher")
+
+
+def test_the_random_control_is_the_run_of_the_same_seed_before_training(monkeypatch):
+    import survey_lib.recipes.base as base
+    from survey_lib.recipes.dino import RECIPE
+    from survey_lib.recipes.dino_study import initial_model
+    from survey_lib.train import History
+
+    seen = {}
+
+    def no_training(model, *args, **kwargs):  # record the weights the run starts from, train nothing
+        seen["state"] = {k: v.clone() for k, v in model.state_dict().items()}
+        return History(rows=[{"epoch": 1, "seconds": 0.0, "train_loss": 0.0, "teacher_entropy": 1.0}])
+
+    monkeypatch.setattr(base, "fit", no_training)
+    RECIPE.run("smoke", seed=3, cache=False, progress=False)
+    control = initial_model("smoke", 3).state_dict()
+    assert seen["state"].keys() == control.keys()
+    assert all(torch.equal(seen["state"][k], v) for k, v in control.items())
+    other = initial_model("smoke", 4).state_dict()
+    assert not all(torch.equal(seen["state"][k], v) for k, v in other.items())  # another seed, other weights
+
+
+def test_collapse_state_reads_the_entropy_against_log_k():
+    from survey_lib.recipes.dino_study import collapse_state
+
+    K = 512
+    assert collapse_state(0.05 * math.log(K), K) == "one prototype"
+    assert collapse_state(0.95 * math.log(K), K) == "uniform"
+    assert collapse_state(0.5 * math.log(K), K) == "no"
+    with pytest.raises(ValueError, match="out_dim"):
+        collapse_state(1.0, 1)
+
+
+class _FixedAttention(nn.Module):
+    """A stand-in ViT whose last-layer CLS attention is given (h, N) weights for every image."""
+
+    def __init__(self, weights, patch_size):
+        super().__init__()
+        self.w = weights
+        self.patch_embed = type("P", (), {"patch_size": (patch_size, patch_size)})()
+
+    def get_last_selfattention(self, x):
+        h, N = self.w.shape
+        out = torch.zeros(x.shape[0], h, 1 + N, 1 + N)
+        out[:, :, 0, 1:] = self.w
+        return out
+
+
+def test_stroke_attention_is_the_attention_mass_on_stroke_pixels():
+    from survey_lib.recipes.dino_study import stroke_attention
+
+    pixels = torch.zeros(2, 1, 8, 8)
+    pixels[:, :, :4, :4] = 1.0        # the stroke fills patch 0 (of 4 patches of 4 x 4): a quarter of the image
+    pixels[1, :, 4:6, 4:8] = 1.0      # image 1: half of patch 3 too
+    w = torch.tensor([[1.0, 0.0, 0.0, 0.0],    # head 0: only patch 0
+                      [0.25, 0.25, 0.25, 0.25],  # head 1: uniform
+                      [0.0, 1.0, 0.0, 0.0]])    # head 2: only an empty patch
+    out = stroke_attention(_FixedAttention(w, 4), pixels, pixels)
+    assert torch.allclose(out["share"], torch.tensor([0.25, 0.375]))
+    assert torch.allclose(out["mass"], torch.tensor([[1.0, 0.25, 0.0], [1.0, 0.375, 0.0]]))
+    assert torch.allclose(out["ratio"][:, 1], torch.ones(2))  # a uniform head: ratio 1
+    assert torch.allclose(out["ratio"][0], torch.tensor([4.0, 1.0, 0.0]))
+    with pytest.raises(ValueError, match="same images"):
+        stroke_attention(_FixedAttention(w, 4), pixels, pixels[:1])
+    with pytest.raises(ValueError, match="do not tile"):
+        stroke_attention(_FixedAttention(w, 3), pixels, pixels)
+
+
+def test_thermal_like_rendering_and_its_errors():
+    from survey_lib.recipes.dino_study import thermal_like
+
+    torch.manual_seed(0)
+    x = torch.rand(2, 3, 16, 16)
+    t = thermal_like(x, noise=0.0)
+    assert t.shape == x.shape and float(t.min()) >= 0.0 and float(t.max()) <= 1.0
+    assert torch.equal(t[:, 0], t[:, 1]) and torch.equal(t[:, 1], t[:, 2])  # colour is gone
+    assert torch.allclose(thermal_like(x, noise=0.0, invert=True), 1 - t)
+    assert torch.equal(thermal_like(x, seed=1), thermal_like(x, seed=1))
+    with pytest.raises(ValueError, match="colour images"):
+        thermal_like(torch.rand(1, 16, 16))
+
+
+def test_thermal_pairs_reads_a_local_folder_and_names_what_is_missing(tmp_path):
+    from PIL import Image
+
+    from survey_lib.data import DatasetNotFoundError
+    from survey_lib.recipes.dino_study import ThermalPairs
+
+    with pytest.raises(DatasetNotFoundError, match="rgb/<class>"):
+        ThermalPairs(tmp_path / "nothing")
+    rng = torch.Generator().manual_seed(0)
+    for cls, names in (("car", ["a", "b"]), ("person", ["c"])):
+        for side, mode in (("rgb", "RGB"), ("thermal", "L")):
+            (tmp_path / side / cls).mkdir(parents=True)
+            for n in names:
+                arr = (torch.rand(20, 30, 3 if mode == "RGB" else 1, generator=rng) * 255).byte().squeeze(-1).numpy()
+                Image.fromarray(arr, mode=mode).save(tmp_path / side / cls / f"{n}.png")
+    Image.fromarray((torch.zeros(20, 30, 3)).byte().numpy()).save(tmp_path / "rgb" / "car" / "lonely.png")
+    ds = ThermalPairs(tmp_path, img_size=16)
+    assert len(ds) == 3 and ds.unpaired == 1 and ds.classes == ["car", "person"]
+    rgb, thermal, label = ds[2]
+    assert rgb.shape == thermal.shape == (3, 16, 16) and label == 1
+    assert torch.equal(thermal[0], thermal[1]) and 0.0 <= float(rgb.min()) and float(rgb.max()) <= 1.0
+
+
+def test_study_pairs_seeds_and_computes_its_verdicts():
+    from survey_lib.recipes.base import RecipeResult, SeedsResult
+    from survey_lib.recipes.dino_study import DinoStudy, study_verdicts
+    from survey_lib.train import History
+
+    def runs(name, knn, seeds):
+        res = [RecipeResult(name, "cpu", s, {}, nn.Identity(), History(rows=[{"epoch": 1, "seconds": 2.0}]),
+                            {"knn_acc": k, "linear_acc": k, "val_knn_acc": k, "val_linear_acc": k, "teacher_entropy": 3.0})
+               for s, k in zip(seeds, knn)]
+        return SeedsResult(name, "cpu", list(seeds), res)
+
+    ctl = {"raw_pixels": {"knn_acc": 0.9, "linear_acc": 0.9, "seeds": []},
+           "random_vit": {"knn_acc": [0.5, 0.52, 0.51], "linear_acc": [0.6, 0.6, 0.6], "seeds": [0, 1, 2]}}
+    study = DinoStudy("cpu", {"dino_vit": runs("dino", [0.8, 0.82, 0.81], [0, 1, 2]),
+                              "dino_no_centering": runs("dino", [0.3, 0.35], [0, 1])}, {"val": ctl, "test": ctl}, 512)
+    a, b, seeds = study.paired("dino_vit", "dino_no_centering")
+    assert (a, b, seeds) == ([0.8, 0.82], [0.3, 0.35], [0, 1])
+    assert study.paired("dino_vit", "raw_pixels")[1] == [0.9, 0.9, 0.9]
+    verdicts = {(v["a"], v["b"]): v for v in study_verdicts(study)}
+    assert verdicts[("dino_vit", "random_vit")]["verdict"] == "holds"
+    assert verdicts[("dino_vit", "raw_pixels")]["verdict"] == "does not hold"
+    assert verdicts[("dino_vit", "dino_no_centering")]["seeds"] == [0, 1]
+    assert ("dino_nat", "random_nat") not in verdicts  # a row the study did not run gives no verdict
+    table = study.table()
+    assert table.loc["dino_no_centering", "n_seeds"] == 2 and table.loc["dino_vit", "knn_acc"] == pytest.approx(0.81)
+    assert {r[0] for r in study.rows()} == {"dino_vit", "dino_no_centering", "raw_pixels", "random_vit"}
+    with pytest.raises(KeyError, match="unknown method"):
+        study.values("dino_swin")
