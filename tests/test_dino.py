@@ -584,3 +584,25 @@ def test_study_pairs_seeds_and_computes_its_verdicts():
     assert {r[0] for r in study.rows()} == {"dino_vit", "dino_no_centering", "raw_pixels", "random_vit"}
     with pytest.raises(KeyError, match="unknown method"):
         study.values("dino_swin")
+
+
+def test_crossmodal_verdict_needs_every_test_to_go_the_claims_way():
+    import numpy as np
+
+    from survey_lib.recipes.dino_study import crossmodal_verdict
+
+    n = 200
+    right, half = np.ones(n, bool), np.arange(n) % 2 == 0
+    base = {"correct": {"DINO teacher": {"colour": right, "thermal-like": right},
+                        "random ViT": {"thermal-like": half}, "raw pixels": {"thermal-like": half}},
+            "same": [0.90, 0.85, 0.92, 0.88], "other": [0.10, 0.20, 0.05, 0.15, 0.12, 0.08],
+            "same_random": [0.30, 0.40, 0.20, 0.35]}
+    assert crossmodal_verdict(base)["verdict"] == "holds"
+    dropped = {**base, "correct": {**base["correct"], "DINO teacher": {"colour": right, "thermal-like": half}}}
+    assert crossmodal_verdict(dropped)["verdict"] == "does not hold"  # a significant loss from colour to thermal-like
+    pixels_win = {**base, "correct": {**base["correct"], "DINO teacher": {"colour": half, "thermal-like": half},
+                                      "raw pixels": {"thermal-like": right}}}
+    assert crossmodal_verdict(pixels_win)["verdict"] == "does not hold"  # a control beats DINO
+    like_random = {**base, "same_random": [0.89, 0.86, 0.91, 0.88]}
+    out = crossmodal_verdict(like_random)
+    assert out["attention"]["verdict"] == "holds" and out["verdict"] == "cannot tell"  # agreement an untrained net has too

@@ -454,25 +454,30 @@ def crossmodal_verdict(x: Dict[str, Any], alpha: float = 0.05) -> Dict[str, Any]
     2. on thermal-like queries the DINO teacher beats both controls (McNemar against the random ViT
        and against raw pixels: both "hold");
     3. the teacher's attention on a scene agrees across the two renderings more than across scenes
-       (Welch's t-test of the map correlations, same scene vs different scenes: "holds").
+       (Welch's t-test of the map correlations, same scene vs different scenes: "holds"), and more than
+       the random ViT's does on the same scenes (paired t-test over the scenes: "holds"; an untrained
+       network's attention follows the pixels too, so agreement alone is not a learnt feature).
 
     ``"does not hold"`` when test 1 finds a significant loss or test 2 finds a control better;
     ``"cannot tell"`` otherwise.
 
-    Returns: ``{"verdict", "drop", "vs_random", "vs_raw", "attention"}`` with each test's result.
+    Returns: ``{"verdict", "drop", "vs_random", "vs_raw", "attention", "attention_vs_random"}`` with
+    each test's result.
     """
     c = x["correct"]
     drop = mcnemar(c["DINO teacher"]["colour"], c["DINO teacher"]["thermal-like"], alpha)
     vs_random = mcnemar(c["DINO teacher"]["thermal-like"], c["random ViT"]["thermal-like"], alpha)
     vs_raw = mcnemar(c["DINO teacher"]["thermal-like"], c["raw pixels"]["thermal-like"], alpha)
     att = compare_seeds(x["same"], x["other"], alpha=alpha, paired=False)
+    att_random = compare_seeds(x["same"], x["same_random"], alpha=alpha, paired=True)
     if drop["verdict"] == "holds" or "does not hold" in (vs_random["verdict"], vs_raw["verdict"]):
         v = "does not hold"
-    elif drop["verdict"] != "holds" and vs_random["verdict"] == vs_raw["verdict"] == att["verdict"] == "holds":
+    elif vs_random["verdict"] == vs_raw["verdict"] == att["verdict"] == att_random["verdict"] == "holds":
         v = "holds"
     else:
         v = "cannot tell"
-    return {"verdict": v, "drop": drop, "vs_random": vs_random, "vs_raw": vs_raw, "attention": att}
+    return {"verdict": v, "drop": drop, "vs_random": vs_random, "vs_raw": vs_raw, "attention": att,
+            "attention_vs_random": att_random}
 
 
 # ---------------------------------------------------------------------------------------------

@@ -30,7 +30,7 @@ def plot_multicrop(img: torch.Tensor, crops: Sequence[torch.Tensor], n_global: i
     for j, c in enumerate(crops):
         kind = "global" if j < n_global else "local"
         role = "teacher + student" if j < n_global else "student only"
-        show_image(axes[j + 1], c, f"{kind} {j + 1}\n{c.shape[-1]} px, {role}")
+        show_image(axes[j + 1], c, f"{kind} {j + 1}, {c.shape[-1]} px\n{role}" if j < n_global else f"{kind} {j + 1}\n{c.shape[-1]} px\n{role}")
     fig.suptitle(title or "multi-crop: the teacher sees the global views, the student sees all", fontsize=10)
     fig.tight_layout()
     return fig
