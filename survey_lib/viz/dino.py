@@ -24,7 +24,7 @@ def plot_multicrop(img: torch.Tensor, crops: Sequence[torch.Tensor], n_global: i
 
     
     sizes = [img.shape[-1]] + [c.shape[-1] for c in crops]
-    fig, axes = plt.subplots(1, len(sizes), figsize=(1.9 * len(sizes), 2.4),
+    fig, axes = plt.subplots(1, len(sizes), figsize=(2.0 * len(sizes), 3.0),
                              gridspec_kw={"width_ratios": sizes})
     show_image(axes[0], img, "image")
     for j, c in enumerate(crops):
