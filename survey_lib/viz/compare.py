@@ -17,12 +17,12 @@ __all__ = ["MODEL_COLORS", "MODEL_LABELS", "model_color", "results_frame", "curv
 
 #: One colour per model across the survey's comparison figures (seaborn's colour-blind palette).
 MODEL_COLORS: Dict[str, str] = {
-    "vit": "#0173b2", "swin": "#de8f05", "swin_no_shift": "#ece133", "nat": "#029e73", "resnet": "#d55e00",
+    "vit": "#0173b2", "swin": "#de8f05", "swin_no_shift": "#ece133", "nat": "#029e73", "nat_eqflops": "#66c2a5", "resnet": "#d55e00",
     "deit": "#cc78bc", "mae": "#ca9161", "dino": "#fbafe4", "clip": "#949494", "simclr": "#56b4e9",
 }
 #: How the figures name the models.
 MODEL_LABELS: Dict[str, str] = {"vit": "ViT", "swin": "Swin", "swin_no_shift": "Swin, no shifted windows",
-                                "nat": "NAT", "resnet": "ResNet"}
+                                "nat": "NAT", "nat_eqflops": "NAT at Swin's FLOPs", "resnet": "ResNet"}
 
 
 def model_color(name: str) -> str:
