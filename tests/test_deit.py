@@ -531,7 +531,7 @@ def test_study_variants_and_their_configurations():
 
     assert set(VARIANTS) == {"cnn_teacher", "deit_none", "deit_soft", "deit_hard", "cnn_teacher_f010", "deit_none_f010",
                              "deit_soft_f010", "deit_soft_deitkl_f010", "deit_hard_f010", "deit_soft_t010_f010",
-                             "deit_hard_t010_f010"}
+                             "deit_hard_t010_f010", "deit_none_long_f010", "deit_hard_long_f010"}
     cfg = lambda name: (lambda r, ov: r.config("cpu", ov))(*variant_run(name, "cpu"))  # noqa: E731
     vit = get_recipe("vit")
     # the labels-only rows are the ViT's runs: the vit recipe's own cpu configuration, and the comparison's vit_f010
@@ -550,6 +550,26 @@ def test_study_variants_and_their_configurations():
         assert c["train"] == vit.config("cpu")["train"] and not c["data"]["transfer_set"] and c["teacher_fraction"] == 1.0
     with pytest.raises(ValueError, match="unknown variant"):
         variant_run("deit_medium", "cpu")
+
+
+def test_the_long_schedule_at_10_percent_labels_takes_the_all_labels_runs_steps():
+    """``schedule="images"``: the labels-only ViT and the hard student at a tenth of the labels take
+    the steps and warm-up steps of the ViT's run on all 3,500 labels (150 epochs x 110 steps)."""
+    import math
+
+    full = variant_run("deit_none", "cpu")
+    full_cfg = full[0].config("cpu", full[1])["train"]
+    full_steps = full_cfg["epochs"] * math.ceil(3500 / full_cfg["batch_size"])
+    for name in ("deit_none_long_f010", "deit_hard_long_f010"):
+        r, ov = variant_run(name, "cpu")
+        c = r.config("cpu", ov)
+        steps_per_epoch = math.ceil(350 / c["train"]["batch_size"])
+        assert c["train"]["epochs"] * steps_per_epoch == full_steps == 16500
+        assert c["train"]["warmup_epochs"] * steps_per_epoch == full_cfg["warmup_epochs"] * math.ceil(3500 / full_cfg["batch_size"])
+        assert c["data"]["label_fraction"] == 0.1
+    hard, short = (lambda r, ov: r.config("cpu", ov))(*variant_run("deit_hard_long_f010", "cpu")), \
+        (lambda r, ov: r.config("cpu", ov))(*variant_run("deit_hard_f010", "cpu"))
+    assert {k: v for k, v in hard.items() if k != "train"} == {k: v for k, v in short.items() if k != "train"}
 
 
 def test_equal_steps_at_10_percent_labels():

@@ -20,6 +20,10 @@ labels. The study (every run through the model cache, :func:`distillation_study`
   comparison's ``resnet_f010``): the CNN learns more from 350 labels than the ViT does, and its
   predictions on the 3,150 unlabelled images then teach the ViT (what isolates the inductive-bias
   transfer from "the teacher saw ten times more labels").
+* **The long schedule at 10%**: equal steps give the transfer-set student about 48 passes over its
+  3,500 images, a third of the all-labels run's 150; ``deit_none_long_f010`` and
+  ``deit_hard_long_f010`` both take the all-labels run's 16,500 steps (``Variant.schedule="images"``),
+  so that the teacher, not the budget, is what separates them.
 
 The teachers and the labels-only runs are the equal-terms comparison's own runs
 (:mod:`survey_lib.recipes.compare`: the same recipes, configurations and seeds, so the same cache
@@ -57,6 +61,11 @@ class Variant:
         fraction: the fraction of the training labels.  distillation: ``"soft"`` / ``"hard"`` (students).
         kl_reduction: ``"batchmean"`` or ``"deit"`` (soft only).  teacher_fraction: the labels the
             teacher saw.
+        schedule: ``"labels"`` (below 1: the labels-only run's optimiser steps, ``epochs_for_fraction``
+            epochs of as many images as there are labels) or ``"images"`` (below 1: the all-labels run's
+            steps, ``ceil(E / f)`` such epochs: 1,500 x 11 = 16,500 steps at 10%, the steps of 150
+            epochs over the 3,500 images, so the transfer set is passed over as often as the full
+            data is).
     """
 
     name: str
@@ -66,6 +75,7 @@ class Variant:
     distillation: str = "none"
     kl_reduction: str = "batchmean"
     teacher_fraction: float = 1.0
+    schedule: str = "labels"
 
 
 VARIANTS: Dict[str, Variant] = {v.name: v for v in (
@@ -80,6 +90,8 @@ VARIANTS: Dict[str, Variant] = {v.name: v for v in (
     Variant("deit_hard_f010", "DeiT hard", "deit", STUDY_FRACTION, "hard"),
     Variant("deit_soft_t010_f010", "DeiT soft, 10% teacher", "deit", STUDY_FRACTION, "soft", teacher_fraction=STUDY_FRACTION),
     Variant("deit_hard_t010_f010", "DeiT hard, 10% teacher", "deit", STUDY_FRACTION, "hard", teacher_fraction=STUDY_FRACTION),
+    Variant("deit_none_long_f010", "ViT, labels only, long", "vit", STUDY_FRACTION, schedule="images"),
+    Variant("deit_hard_long_f010", "DeiT hard, long", "deit", STUDY_FRACTION, "hard", schedule="images"),
 )}
 
 #: The rows on all the labels and on the study's fraction, in the order figures show them.
@@ -109,14 +121,30 @@ def variant_run(name: str, profile: str = "cpu") -> Tuple[Recipe, Optional[dict]
     v = _variant(name)
     if v.student in ("teacher", "vit"):
         model = "resnet" if v.student == "teacher" else "vit"
-        return compared_recipe(model), compared_overrides(model, profile, v.fraction)
+        recipe, ov = compared_recipe(model), compared_overrides(model, profile, v.fraction)
+        return recipe, _with_schedule(recipe, profile, ov, v)
     DEIT.config(profile)  # an unknown profile raises here
     ov: dict = {"distillation": v.distillation, "kl_reduction": v.kl_reduction, "teacher_fraction": v.teacher_fraction}
     if v.fraction != 1.0:
         labels_only = compared_overrides("vit", profile, v.fraction) or {}
         ov["data"] = {"label_fraction": v.fraction, "transfer_set": True, "epoch_size": "labelled"}
         ov["train"] = dict(labels_only.get("train", {}))
-    return DEIT, ov
+    return DEIT, _with_schedule(DEIT, profile, ov, v)
+
+
+def _with_schedule(recipe: Recipe, profile: str, overrides: Optional[dict], v: Variant) -> Optional[dict]:
+    """``overrides`` with the epochs of ``v.schedule == "images"`` below 1 (see :class:`Variant`):
+    ``ceil(E / f)`` epochs of the labelled images' steps, the warm-up ``1 / f`` times as many of them
+    (the all-labels run's warm-up steps), validation about every ``1 / f`` of them."""
+    if v.schedule == "labels" or v.fraction == 1.0:
+        return overrides
+    if v.schedule != "images":
+        raise ValueError(f"variant {v.name!r}: schedule must be 'labels' or 'images', got {v.schedule!r}")
+    base = recipe.config(profile)["train"]
+    out = dict(overrides or {})
+    out["train"] = dict(out.get("train", {}), epochs=int(math.ceil(base["epochs"] / v.fraction - 1e-9)),
+                        warmup_epochs=base["warmup_epochs"] / v.fraction, eval_every=int(math.ceil(1 / v.fraction - 1e-9)))
+    return out
 
 
 def distillation_study(profile: str = "cpu", seeds: Sequence[int] = (0, 1, 2), variants: Optional[Sequence[str]] = None,
@@ -154,6 +182,10 @@ CLAIMS: Tuple[Tuple[str, str, str], ...] = (
     ("deit_soft_deitkl_f010", "deit_none_f010", "soft distillation with DeiT's KL beats labels only (10% labels)"),
     ("deit_soft_t010_f010", "deit_none_f010", "soft distillation from the 10% teacher beats labels only (10% labels)"),
     ("deit_hard_t010_f010", "deit_none_f010", "hard distillation from the 10% teacher beats labels only (10% labels)"),
+    ("deit_hard_long_f010", "deit_none_long_f010",
+     "hard distillation beats labels only at the all-labels run's steps (10% labels)"),
+    ("deit_hard_long_f010", "deit_none_f010", "hard distillation at the all-labels run's steps beats labels only at its own (10% labels)"),
+    ("deit_none_long_f010", "deit_none_f010", "three times the steps help the labels-only ViT (10% labels)"),
     ("deit_hard_f010", "deit_soft_f010", "hard beats soft (10% labels)"),
     ("deit_soft_f010", "deit_soft_deitkl_f010", "the per-sample KL beats DeiT's KL (10% labels)"),
     ("deit_hard", "deit_soft", "hard beats soft (all labels)"),

@@ -120,14 +120,14 @@ def plot_study(frame: pd.DataFrame, panels: Sequence[Sequence[str]], titles: Seq
 
 def plot_study_curves(curves: pd.DataFrame, names: Sequence[str], labels: Mapping[str, str],
                       students: Mapping[str, str], ylim: Optional[Sequence[float]] = None,
-                      title: Optional[str] = None) -> Figure:
+                      title: Optional[str] = None, xlabel: str = "epoch") -> Figure:
     """Validation accuracy against epoch, the mean over seeds of each variant (colour: its model;
     line style: the variant within the model).
 
     Args:
         curves: :func:`study_curves`.  labels / students: ``{name: label}`` and ``{name: kind}``.
         ylim: the y range in percent (default: from 2 points below the lowest mean of the second half
-            of training to 100).
+            of training to 100).  xlabel: the x axis's label (say what an epoch is when runs differ).
 
     Raises:
         ValueError: a missing column or a variant without a curve.
@@ -153,7 +153,7 @@ def plot_study_curves(curves: pd.DataFrame, names: Sequence[str], labels: Mappin
         late.append(100 * mean[mean.index >= mean.index.max() / 2].min())
     lo, hi = ylim if ylim is not None else (max(0.0, float(np.floor(min(late))) - 2.0), 100.0)
     ax.set_ylim(lo, hi)
-    ax.set_xlabel("epoch", fontsize=11)
+    ax.set_xlabel(xlabel, fontsize=11)
     ax.set_ylabel("validation accuracy (%)" + (f", axis from {lo:.0f}" if lo > 0 else ""), fontsize=11)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=9, loc="lower right")
