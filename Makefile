@@ -27,7 +27,8 @@ figures: $(STAMP)
 test: $(STAMP)
 	OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 $(PY) -m pytest -n $(TEST_WORKERS) --dist loadgroup --ignore=tests/browser $(PYTEST_ARGS)
 
-# 01_vit.ipynb in a real JupyterLab driven by headless Chromium (not part of `make test`). Installs
+# The notebooks in a real JupyterLab (01_vit runs; every notebook opens) and the site from file://,
+# driven by headless Chromium (not part of `make test`). Installs
 # Debian's chromium if missing (needs root) and Playwright for Python into .venv; Playwright drives
 # /usr/bin/chromium and never downloads a browser. Screenshots: build/test-artifacts/.
 test-browser: $(STAMP)

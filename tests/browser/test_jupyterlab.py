@@ -1,9 +1,16 @@
-"""01_vit.ipynb in a real JupyterLab, driven by headless Chromium: every cell runs without error
-under ``PROFILE = "smoke"``, and the attention explorer renders and answers a slider change and a
-click on a patch. Screenshots go to ``build/test-artifacts/``.
+"""The course in a real JupyterLab and the site in a real browser, driven by headless Chromium:
 
-Run with ``make test-browser`` (Debian's ``chromium`` + Playwright for Python; Playwright never
-downloads a browser here: it drives ``/usr/bin/chromium``). Everything listens on 127.0.0.1 only.
+* 01_vit.ipynb runs every cell without error under ``PROFILE = "smoke"``, draws its figures inline,
+  and its attention explorer renders and answers a slider change and a click on a patch;
+* every notebook opens: all its cells load, its markdown renders (title, "Learning goals"), its kernel
+  starts and is idle (running each one's smoke profile here too would add minutes to CI; ``make test``
+  runs every notebook under papermill);
+* ``make site`` on the notebook executed above opens from ``file://`` with every network request
+  refused: the index links the page, the page shows its figures and links back.
+
+Screenshots go to ``build/test-artifacts/``. Run with ``make test-browser`` (Debian's ``chromium`` +
+Playwright for Python; Playwright never downloads a browser here: it drives ``/usr/bin/chromium``).
+Everything listens on 127.0.0.1 only.
 """
 import json
 import os
@@ -59,6 +66,7 @@ def lab(tmp_path_factory):
     env = {**os.environ, "SURVEY_FIGURES_DIR": str(work / "figures"), "SURVEY_NUM_THREADS": "1",
            "OMP_NUM_THREADS": "1", "SURVEY_PROGRESS": "0", "JUPYTER_RUNTIME_DIR": str(work / "runtime"),
            "JUPYTER_CONFIG_DIR": str(work / "config"), "JUPYTERLAB_WORKSPACES_DIR": str(work / "workspaces")}
+    env.pop("MPLBACKEND", None)  # tests/conftest.py sets Agg; a student's kernel draws inline, and so must this one
     # nothing may reach out of the machine: no news feed, no update check, no PyPI extension manager
     (work / "config").mkdir()
     (work / "config" / "jupyter_lab_config.py").write_text(
@@ -215,6 +223,109 @@ def test_notebook_runs_in_jupyterlab_and_the_explorer_responds(lab):
     code = [c for c in saved.cells if c.cell_type == "code"]
     assert all(c.execution_count for c in code)
     assert not [o for c in code for o in c.outputs if o.output_type == "error"]
+    assert any("image/png" in o.get("data", {}) for c in code for o in c.outputs), "no figure was drawn inline"
     (ARTIFACTS / "jupyterlab_timing.json").write_text(json.dumps(
         {"open_and_run_all_s": round(run_s, 1), "total_s": round(time.monotonic() - t0, 1),
          "query_after_arrow": q0 + 1, "query_after_click": q_click}))
+
+
+NOTEBOOKS = sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
+
+OPENED_JS = """() => {
+  const panel = window.jupyterapp && window.jupyterapp.shell.currentWidget;
+  if (!panel || !panel.content || !panel.content.widgets) return null;
+  const s = panel.sessionContext && panel.sessionContext.session;
+  const headings = Array.from(panel.node.querySelectorAll('.jp-RenderedMarkdown h1, .jp-RenderedMarkdown h2'))
+    .map(h => h.innerText.replace(/\\u00b6/g, '').trim());
+  return {cells: panel.content.widgets.length, kernel: s && s.kernel ? s.kernel.status : 'none', headings: headings};
+}"""
+
+
+def _shutdown_sessions(lab) -> None:
+    """Stop every kernel the server runs (REST: DELETE /api/sessions/<id>)."""
+    with urllib.request.urlopen(f"{lab['base']}/api/sessions?token={lab['token']}", timeout=10) as r:
+        sessions = json.load(r)
+    for s in sessions:
+        req = urllib.request.Request(f"{lab['base']}/api/sessions/{s['id']}?token={lab['token']}", method="DELETE")
+        urllib.request.urlopen(req, timeout=30).close()
+
+
+def test_every_notebook_opens_in_jupyterlab_with_its_kernel(lab):
+    """Every notebook of the course opens in JupyterLab: all its cells load, its markdown renders (the
+    title and the "Learning goals" heading), and its kernel starts and becomes idle. (Running every
+    notebook's smoke profile here as well would add several minutes to CI; ``make test`` runs each
+    under papermill, and 01_vit runs in this browser above.)"""
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    for nb_path in NOTEBOOKS:
+        if nb_path != NOTEBOOK:  # 01_vit is there already, as its smoke copy
+            (lab["dir"] / nb_path.name).write_bytes(nb_path.read_bytes())
+    with playwright_api.sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_FLAGS)
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 1000})
+            page.set_default_timeout(PAGE_S * 1000)
+            for nb_path in NOTEBOOKS:
+                cells = nbformat.read(nb_path, as_version=4).cells
+                n_cells = len(cells)
+                has_goals = any("learning-goals" in c.metadata.get("tags", []) for c in cells)
+                # ?reset: a fresh workspace, so the tabs of the notebooks before are not restored
+                page.goto(f"{lab['base']}/lab/tree/{nb_path.name}?reset&token={lab['token']}")
+                page.wait_for_function(f"() => {{ const s = ({OPENED_JS})(); return s && s.cells === {n_cells} "
+                                       "&& s.kernel === 'idle' && s.headings.length > 1; }")
+                state = page.evaluate(OPENED_JS)
+                page.screenshot(path=str(ARTIFACTS / f"jupyterlab_open_{nb_path.stem}.png"))
+                assert state["headings"][0].startswith(nb_path.stem[:2]), (nb_path.name, state["headings"][:3])
+                assert not has_goals or "Learning goals" in state["headings"], (nb_path.name, state["headings"])
+                _shutdown_sessions(lab)  # its kernel stops before the next notebook opens
+        finally:
+            browser.close()
+
+
+def test_the_site_opens_from_file_without_the_network(lab, tmp_path):
+    """``make site`` on the notebook the first test executed and saved in JupyterLab: the index lists
+    it, its page opens from ``file://`` with every request refused but ``file:``, shows its figures
+    (embedded PNGs that decode) and links back to the index."""
+    from survey_lib.site import build_site
+
+    saved = lab["dir"] / NOTEBOOK.name
+    nb = nbformat.read(saved, as_version=4)
+    if not any(c.get("outputs") for c in nb.cells if c.cell_type == "code"):
+        pytest.fail("01_vit was not executed by test_notebook_runs_in_jupyterlab_and_the_explorer_responds (run the module)",
+                    pytrace=False)
+    executed = tmp_path / "executed"
+    executed.mkdir()
+    nbformat.write(nb, executed / NOTEBOOK.name)
+    index = build_site(executed, tmp_path / "site")
+    refused = []
+    with playwright_api.sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_FLAGS)
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 1000})
+            page.set_default_timeout(PAGE_S * 1000)
+
+            def only_files(route):
+                if route.request.url.startswith("file:"):
+                    route.continue_()
+                else:
+                    refused.append(route.request.url)
+                    route.abort()
+
+            page.route("**/*", only_files)
+            page.goto(index.as_uri())
+            link = page.locator(f'a[href="{NOTEBOOK.stem}.html"]').first
+            link.click()
+            page.wait_for_load_state("load")
+            assert page.url.endswith(f"{NOTEBOOK.stem}.html")
+            images = page.locator('img[src^="data:image/png"]')
+            assert images.count() > 0
+            widths = page.evaluate("() => Array.from(document.querySelectorAll('img[src^=\"data:image/png\"]'))"
+                                   ".map(i => i.naturalWidth)")
+            assert min(widths) > 0, widths
+            page.screenshot(path=str(ARTIFACTS / "site_01_vit.png"))
+            page.locator('a[href="index.html"]').first.click()
+            page.wait_for_load_state("load")
+            assert page.url.endswith("index.html")
+            page.screenshot(path=str(ARTIFACTS / "site_index.png"))
+        finally:
+            browser.close()
+    assert not refused, f"the site asked the network for {refused[:5]}"
