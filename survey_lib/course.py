@@ -78,7 +78,7 @@ LEARNING_PATH: Tuple[Lesson, ...] = (
            "seeds, a validation split and baselines; attention maps and rollout"),
     Lesson("02_deit", "DeiT: distillation through attention", ("01_vit",),
            "soft and hard distillation from a CNN teacher through a distillation token, on all the labels and "
-           "on a tenth of them with a transfer set at equal optimiser steps; DeiT's KL normalisation; when "
+           "on a tenth of them with a transfer set at equal optimiser steps and at the all-labels run's steps; DeiT's KL normalisation; when "
            "agreement with the teacher says more than accuracy; verdicts over seeds"),
     Lesson("03_swin", "Swin: shifted windows", ("01_vit",),
            "window attention as a reshape, the cyclic shift and its mask, the relative position bias, patch "
