@@ -20,7 +20,6 @@ TOO_SMALL_UNTIL_RERUN = {
     "07_dino/attention_nat.png", "07_dino/attention_vit_0.png", "07_dino/attention_vit_1.png",
     "07_dino/attention_vit_2.png", "07_dino/crossmodal_heads_thermal.png", "07_dino/multicrop_digit.png",
     "07_dino/multicrop_photo.png",
-    "08_cnn_vs_vit/confusion_lfw_resnet.png", "08_cnn_vs_vit/confusion_lfw_vit.png", "08_cnn_vs_vit/samples.png",
     "10_small_data/views.png",
 }
 
