@@ -114,12 +114,23 @@ def without_solutions(nb):
     return out
 
 
+def _papermill_values(value):
+    """``value`` with every tuple made a list: papermill writes lists, dicts and scalars as Python
+    literals but a tuple as the string of its repr (the notebooks read sequences with ``tuple(...)``)."""
+    if isinstance(value, dict):
+        return {k: _papermill_values(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_papermill_values(v) for v in value]
+    return value
+
+
 def run_notebook(path: Path, profile: str, output_dir: Path, progress: bool = True, timeout: Optional[int] = None,
-                 with_solutions: Optional[bool] = None) -> float:
+                 with_solutions: Optional[bool] = None, parameters: Optional[dict] = None) -> float:
     """Execute one notebook with papermill (IPC kernel, ``timeout`` seconds per cell); returns its
     wall time in seconds. ``with_solutions``: also execute the exercises' worked solutions (cells
     tagged ``solution``); None: only under ``smoke`` (where CI checks that they run); otherwise
-    they are shown, not run (:func:`without_solutions`).
+    they are shown, not run (:func:`without_solutions`). ``parameters``: values injected after the
+    notebook's ``parameters`` cell besides ``PROFILE`` (``survey run --param``).
 
     Raises:
         papermill.PapermillExecutionError: a cell failed.  nbclient.exceptions.CellTimeoutError: a
@@ -136,7 +147,8 @@ def run_notebook(path: Path, profile: str, output_dir: Path, progress: bool = Tr
     t0 = time.perf_counter()
     try:
         pm.execute_notebook(
-            str(source), str(output_dir / path.name), parameters={"PROFILE": profile}, kernel_name="python3",
+            str(source), str(output_dir / path.name), parameters={**_papermill_values(parameters or {}), "PROFILE": profile},
+            kernel_name="python3",
             progress_bar=progress, cwd=str(path.parent), execution_timeout=timeout,
             kernel_manager_class=_ipc_kernel_manager(),
         )
@@ -170,12 +182,14 @@ def describe_failure(path: Path, executed: Path, error: BaseException) -> str:
 
 
 def _run_one(nb: Path, profile: str, output_dir: Path, progress: bool, timeout: int,
-             with_solutions: Optional[bool] = None) -> Tuple[Path, Optional[float], Optional[str]]:
+             with_solutions: Optional[bool] = None, parameters: Optional[dict] = None
+             ) -> Tuple[Path, Optional[float], Optional[str]]:
     from .report import finish_run, start_run
 
     start_run(nb.stem, profile)
     try:
-        secs = run_notebook(nb, profile, output_dir, progress=progress, timeout=timeout, with_solutions=with_solutions)
+        secs = run_notebook(nb, profile, output_dir, progress=progress, timeout=timeout, with_solutions=with_solutions,
+                            parameters=parameters)
     except Exception as e:  # noqa: BLE001 - one notebook's failure never stops the others
         finish_run(nb.stem, profile, prune=False)
         return nb, None, describe_failure(nb, output_dir / nb.name, e)
@@ -269,6 +283,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.fresh:
         os.environ["SURVEY_FRESH"] = "1"
     notebooks = find_notebooks(args.notebooks)
+    parameters = parse_parameters(getattr(args, "param", None) or [])
     output_dir = Path(args.output_dir or repo_root() / "build" / "notebooks" / args.profile)
     timeout = args.timeout if args.timeout is not None else CELL_TIMEOUT_S[args.profile]
     jobs = max(1, min(len(notebooks), args.jobs or os.cpu_count() or 1))
@@ -279,7 +294,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     failures, times = [], {}
     with ThreadPoolExecutor(max_workers=jobs) as pool:
         futures = [pool.submit(_run_one, nb, args.profile, output_dir, progress, timeout,
-                               True if getattr(args, "with_solutions", False) else None) for nb in notebooks]
+                               True if getattr(args, "with_solutions", False) else None, parameters) for nb in notebooks]
         for fut in futures:
             nb, secs, failure = fut.result()
             if failure is None:
@@ -292,7 +307,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     from .report import figures_dir
 
     figures = figures_dir()
-    record_run(figures, args.profile, threads, times)
+    if parameters:  # not the notebooks' own cost under this profile: run_times.csv keeps the default runs
+        print(f"run with parameters {parameters}: wall times not recorded in run_times.csv", flush=True)
+    record_run(figures, args.profile, threads, {} if parameters else times)
     if figures.resolve() == (repo_root() / "figures").resolve():
         update_readme_times(repo_root() / "README.md", figures)
     print(f"total wall time {total:.0f} s ({sum(times.values()):.0f} s of notebooks); figures and summary.csv in {figures}")
@@ -316,6 +333,32 @@ def cmd_list(args: argparse.Namespace) -> int:
         for r in rows:
             print(f"  {r['notebook']:<18} {r['method']:<24} {r['dataset']:<8} {r['profile']:<6} {r['metric']:<16} {r['value']}")
     return 0
+
+
+def parse_parameters(items: Sequence[str]) -> dict:
+    """``["SEEDS=(0, 1)", "FRACTIONS=(0.1, 1.0)"]`` -> ``{"SEEDS": (0, 1), "FRACTIONS": (0.1, 1.0)}``
+    (``survey run --param``): values are Python literals (``ast.literal_eval``), anything else a string.
+
+    Raises:
+        ValueError: an item without ``=``, a name that is not an identifier, or ``PROFILE`` (use
+            ``--profile``).
+    """
+    import ast
+
+    out: dict = {}
+    for item in items:
+        if "=" not in item:
+            raise ValueError(f"--param {item!r}: expected NAME=VALUE, e.g. --param \"SEEDS=(0, 1)\"")
+        name, text = (part.strip() for part in item.split("=", 1))
+        if not name.isidentifier():
+            raise ValueError(f"--param {item!r}: {name!r} is not a name of the notebook's parameters cell")
+        if name == "PROFILE":
+            raise ValueError("--param PROFILE=...: use --profile")
+        try:
+            out[name] = ast.literal_eval(text)
+        except (ValueError, SyntaxError):
+            out[name] = text
+    return out
 
 
 def parse_overrides(items: Sequence[str]) -> dict:
@@ -383,6 +426,9 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--quiet", action="store_true", help="no per-cell progress bar")
     r.add_argument("--with-solutions", action="store_true",
                    help="also execute the exercises' worked solutions (default: only under smoke)")
+    r.add_argument("-p", "--param", action="append", metavar="NAME=VALUE",
+                   help="set a parameter of the notebooks' parameters cell (a Python literal), e.g. "
+                        "-p \"SEEDS=(0, 1)\"; repeatable; wall times are then not recorded")
     r.set_defaults(func=cmd_run)
     r.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show tracebacks of the library's errors")
 

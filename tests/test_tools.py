@@ -174,3 +174,36 @@ def test_worked_solutions_run_under_smoke_only_unless_asked(tmp_path, figures_tm
     asked = run("--profile", "cpu", "--with-solutions")
     assert asked.returncode == 1 and "the solution ran under cpu" in asked.stderr
     assert path.read_text() == before and not list((tmp_path / "out").glob(".*without-solutions*"))
+
+
+def test_survey_run_param_sets_the_parameters_cell_and_records_no_time(tmp_path, figures_tmp):
+    """`survey run -p NAME=VALUE` injects Python literals after the parameters cell (PROFILE stays the
+    --profile's; a tuple arrives as a list, which the notebooks read with tuple()); such a run is not
+    the notebook's default cost, so run_times.csv does not get it."""
+    import nbformat
+
+    from survey_lib.cli import parse_parameters
+
+    assert parse_parameters(["SEEDS=(0, 1)", " NAME = vit ", "X=0.5"]) == {"SEEDS": (0, 1), "NAME": "vit", "X": 0.5}
+    for bad, match in (("SEEDS", "expected NAME=VALUE"), ("1X=2", "not a name"), ("PROFILE=cpu", "use --profile")):
+        with pytest.raises(ValueError, match=match):
+            parse_parameters([bad])
+    nb = nbformat.v4.new_notebook()
+    p = nbformat.v4.new_code_cell('PROFILE = "cpu"\nSEEDS = (0, 1, 2)')
+    p.metadata["tags"] = ["parameters"]
+    nb.cells = [p, nbformat.v4.new_code_cell("assert tuple(SEEDS) == (5,) and PROFILE == 'smoke', (SEEDS, PROFILE)")]
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    path = tmp_path / "97_param.ipynb"
+    nbformat.write(nb, path)
+
+    def run(*flags):
+        return subprocess.run([sys.executable, "-m", "survey_lib.cli", "run", "--quiet", "--profile", "smoke",
+                               "--output-dir", str(tmp_path / "out"), *flags, str(path)], capture_output=True, text=True)
+
+    assert run().returncode == 1  # the default SEEDS fail the cell
+    ok = run("-p", "SEEDS=(5,)")
+    assert ok.returncode == 0, ok.stderr
+    assert "not recorded" in ok.stdout
+    assert "97_param" not in (figures_tmp / "run_times.csv").read_text()
+    bad = run("-p", "PROFILE=cpu")
+    assert bad.returncode != 0 and "use --profile" in bad.stderr
