@@ -658,6 +658,12 @@ def test_study_figures_draw_every_variant_and_refuse_bad_input():
         plot_study_curves(curves, ["deit_none"], {}, {})
     fig = plot_study_curves(curves, ["deit_hard"], {"deit_hard": "DeiT hard"}, {"deit_hard": "deit"})
     assert fig.axes[0].get_legend().get_texts()[0].get_text() == "DeiT hard"
+    # eight variants of one colour: every line told apart by its style or its marker
+    many = [f"v{i}" for i in range(8)]
+    curves8 = pd.concat([curves.assign(name=n) for n in many])
+    fig = plot_study_curves(curves8, many, {n: n for n in many}, {n: "deit" for n in many}, xlabel="steps / 11")
+    looks = {(str(line._unscaled_dash_pattern), str(line.get_marker())) for line in fig.axes[0].get_lines()}
+    assert len(looks) == 8 and fig.axes[0].get_xlabel() == "steps / 11"
 
 
 def test_the_deit_runs_cache_key_does_not_hash_the_comparison_or_the_study():

@@ -15,7 +15,6 @@ MIN_SIDE, MAX_SIDE, MIN_STD = 300, 4000, 2.0
 #: panels). They need their plotting code changed and the notebook re-run (`make figures`); each one
 #: is an expected failure until then, and a strict one: once it passes, remove it from this list.
 TOO_SMALL_UNTIL_RERUN = {
-    "02_deit/attention_cls.png", "02_deit/attention_dist.png",
     "05_clip/pairs.png",
     "07_dino/attention_nat.png", "07_dino/attention_vit_0.png", "07_dino/attention_vit_1.png",
     "07_dino/attention_vit_2.png", "07_dino/crossmodal_heads_thermal.png", "07_dino/multicrop_digit.png",

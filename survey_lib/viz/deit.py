@@ -148,8 +148,10 @@ def plot_study_curves(curves: pd.DataFrame, names: Sequence[str], labels: Mappin
         kind = students[name]
         k = used.get(kind, 0)
         used[kind] = k + 1
+        # past the line styles, markers keep every variant of a colour apart
+        marker = None if k < len(_STYLES) else _MARKERS[(k // len(_STYLES) - 1) % len(_MARKERS)]
         ax.plot(mean.index, 100 * mean.values, linestyle=_STYLES[k % len(_STYLES)], color=variant_color(kind), lw=2,
-                label=labels[name])
+                marker=marker, markevery=max(1, len(mean) // 12), markersize=5, label=labels[name])
         late.append(100 * mean[mean.index >= mean.index.max() / 2].min())
     lo, hi = ylim if ylim is not None else (max(0.0, float(np.floor(min(late))) - 2.0), 100.0)
     ax.set_ylim(lo, hi)
