@@ -335,6 +335,16 @@ def cmd_list(args: argparse.Namespace) -> int:
     return 0
 
 
+def _literal(text: str):
+    """``text`` as a Python literal (``ast.literal_eval``), or the string itself when it is not one."""
+    import ast
+
+    try:
+        return ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        return text
+
+
 def parse_parameters(items: Sequence[str]) -> dict:
     """``["SEEDS=(0, 1)", "FRACTIONS=(0.1, 1.0)"]`` -> ``{"SEEDS": (0, 1), "FRACTIONS": (0.1, 1.0)}``
     (``survey run --param``): values are Python literals (``ast.literal_eval``), anything else a string.
@@ -343,8 +353,6 @@ def parse_parameters(items: Sequence[str]) -> dict:
         ValueError: an item without ``=``, a name that is not an identifier, or ``PROFILE`` (use
             ``--profile``).
     """
-    import ast
-
     out: dict = {}
     for item in items:
         if "=" not in item:
@@ -354,10 +362,7 @@ def parse_parameters(items: Sequence[str]) -> dict:
             raise ValueError(f"--param {item!r}: {name!r} is not a name of the notebook's parameters cell")
         if name == "PROFILE":
             raise ValueError("--param PROFILE=...: use --profile")
-        try:
-            out[name] = ast.literal_eval(text)
-        except (ValueError, SyntaxError):
-            out[name] = text
+        out[name] = _literal(text)
     return out
 
 
@@ -369,17 +374,12 @@ def parse_overrides(items: Sequence[str]) -> dict:
     Raises:
         ValueError: an item without ``=``.
     """
-    import ast
-
     out: dict = {}
     for item in items:
         if "=" not in item:
             raise ValueError(f"--set {item!r}: expected KEY=VALUE, e.g. --set train.epochs=5")
         key, text = item.split("=", 1)
-        try:
-            value = ast.literal_eval(text)
-        except (ValueError, SyntaxError):
-            value = text
+        value = _literal(text)
         *parents, leaf = key.strip().split(".")
         node = out
         for p in parents:

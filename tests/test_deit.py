@@ -567,8 +567,7 @@ def test_the_long_schedule_at_10_percent_labels_takes_the_all_labels_runs_steps(
         assert c["train"]["epochs"] * steps_per_epoch == full_steps == 16500
         assert c["train"]["warmup_epochs"] * steps_per_epoch == full_cfg["warmup_epochs"] * math.ceil(3500 / full_cfg["batch_size"])
         assert c["data"]["label_fraction"] == 0.1
-    hard, short = (lambda r, ov: r.config("cpu", ov))(*variant_run("deit_hard_long_f010", "cpu")), \
-        (lambda r, ov: r.config("cpu", ov))(*variant_run("deit_hard_f010", "cpu"))
+    hard, short = (r.config("cpu", ov) for r, ov in (variant_run(n, "cpu") for n in ("deit_hard_long_f010", "deit_hard_f010")))
     assert {k: v for k, v in hard.items() if k != "train"} == {k: v for k, v in short.items() if k != "train"}
 
 
