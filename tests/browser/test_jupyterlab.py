@@ -134,8 +134,15 @@ CELL_STATE_JS = """() => {
 }"""
 
 
+CAPTION_JS = "document.querySelector('.attention-explorer-caption').textContent"
+
+
 def _caption(page) -> str:
-    return page.locator(".attention-explorer-caption").inner_text()
+    """The explorer's caption once it names a query patch: the HTML widget's text can arrive after the
+    image is drawn (a CI run read it empty), so wait for it rather than read it at once."""
+    page.wait_for_function(f"() => document.querySelector('.attention-explorer-caption') "
+                           f"&& /query patch \\d+/.test({CAPTION_JS})")
+    return page.evaluate(f"() => {CAPTION_JS}")
 
 
 def _query_in_caption(text: str) -> int:
@@ -189,7 +196,7 @@ def test_notebook_runs_in_jupyterlab_and_the_explorer_responds(lab):
             handle = page.locator(".attention-explorer-query-patch .noUi-handle")
             handle.focus()
             page.keyboard.press("ArrowRight")
-            page.wait_for_function(f"() => /query patch {q0 + 1} /.test(document.querySelector('.attention-explorer-caption').innerText)")
+            page.wait_for_function(f"() => /query patch {q0 + 1} /.test({CAPTION_JS})")
             page.wait_for_function(f"(src) => document.querySelector('img.attention-explorer-view').src !== src", arg=before_png)
             assert page.locator(".attention-explorer-query-patch .widget-readout").inner_text().strip() == str(q0 + 1)
 
@@ -199,14 +206,14 @@ def test_notebook_runs_in_jupyterlab_and_the_explorer_responds(lab):
             box = view.bounding_box()
             caption = _caption(page)
             view.click(position={"x": box["width"] * 0.78, "y": box["height"] * 0.35})
-            page.wait_for_function("(c) => document.querySelector('.attention-explorer-caption').innerText !== c", arg=caption)
+            page.wait_for_function(f"(c) => {CAPTION_JS} !== c", arg=caption)
             q_click = _query_in_caption(_caption(page))
             row1, col1 = _row_col_in_caption(_caption(page))
             assert q_click != q0 + 1
             assert page.locator(".attention-explorer-query-patch .widget-readout").inner_text().strip() == str(q_click)
             caption = _caption(page)
             view.click(position={"x": box["width"] * 0.95, "y": box["height"] * 0.35})
-            page.wait_for_function("(c) => document.querySelector('.attention-explorer-caption').innerText !== c", arg=caption)
+            page.wait_for_function(f"(c) => {CAPTION_JS} !== c", arg=caption)
             row2, col2 = _row_col_in_caption(_caption(page))
             assert row2 == row1 and col2 >= col1 + 2, ((row1, col1), (row2, col2))
             q_click = _query_in_caption(_caption(page))
