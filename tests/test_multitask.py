@@ -10,8 +10,9 @@ from survey_lib.data import DigitsDataset
 from survey_lib.models.vit import VisionTransformer
 from survey_lib.objectives.dino import DINO, DINOLoss
 from survey_lib.objectives.multitask import UNLABELLED, MultiTaskDINO, build_multitask, multitask_step
-from survey_lib.data import (MultiTaskViews, PartiallyLabelled, fixed_steps_loader, labelled_indices,
-                             mask_rectangle, random_rotation, rotate_quarter_turns, sample_mask_boxes)
+from survey_lib.data import (LabelledUnlabelledBatches, MultiTaskViews, PartiallyLabelled, fixed_steps_loader,
+                             labelled_indices, labelled_unlabelled_loader, mask_rectangle, random_rotation,
+                             rotate_quarter_turns, sample_mask_boxes)
 from survey_lib.recipes.multitask import train_multitask
 from survey_lib.train import TrainConfig, fit
 
@@ -243,6 +244,49 @@ def test_fixed_steps_loader_gives_the_same_steps_whatever_the_data_size():
     assert len(fixed_steps_loader(small, 64, 1437)) == len(fixed_steps_loader(large, 64, 1437)) == 23
     seen = [int(i) for i in fixed_steps_loader(torch.utils.data.TensorDataset(torch.arange(10)), 5, 20).sampler]
     assert sorted(seen) == sorted(list(range(10)) * 2)  # two full passes, no image favoured
+
+
+def test_labelled_plus_unlabelled_batches_hold_a_fixed_number_of_labels():
+    n, lab = 100, list(range(0, 100, 10))  # 10% labelled: images 0, 10, ..., 90
+    base = torch.utils.data.TensorDataset(torch.arange(n).float()[:, None], torch.arange(n) % 7)
+    loader = labelled_unlabelled_loader(base, lab, n_labelled=8, n_unlabelled=16, samples_per_epoch=64, seed=3)
+    assert len(loader) == len(fixed_steps_loader(base, 8, 64)) == 8  # the small-data setting's steps at batch 8
+    seen_unlabelled, first = [], []
+    for x, y in loader:
+        first.append(x)
+        assert x.shape == (24, 1)
+        assert (y[:8] != UNLABELLED).all() and (y[8:] == UNLABELLED).all()
+        assert set(int(i) for i in x[:8, 0]) <= set(lab)  # the labelled stream draws only labelled images...
+        assert torch.equal(y[:8], x[:8, 0].long() % 7)  # ...with their own labels
+        seen_unlabelled += [int(i) for i in x[8:, 0]]
+    assert sorted(seen_unlabelled[:100]) == list(range(100))  # the unlabelled stream: one pass over every image
+    # seeded: the same seed, the same batches; another seed, other batches
+    again = [b[0] for b in labelled_unlabelled_loader(base, lab, 8, 16, 64, seed=3)]
+    assert all(torch.equal(a, b) for a, b in zip(again, first))
+    other = [b[0] for b in labelled_unlabelled_loader(base, lab, 8, 16, 64, seed=4)]
+    assert not all(torch.equal(a, b) for a, b in zip(again, other))
+    # one pool of all images (the setting before the repair): about fraction * batch labels per batch
+    semi = PartiallyLabelled(base, lab)
+    per_batch = [int((y != UNLABELLED).sum()) for _, y in fixed_steps_loader(semi, 24, 2400, seed=0)]
+    assert abs(sum(per_batch) / len(per_batch) - 2.4) < 0.5
+    for bad in (dict(labelled=[]), dict(labelled=[100]), dict(n_labelled=0), dict(n_unlabelled=-1), dict(steps=0)):
+        kw = {**dict(labelled=lab, n_base=n, n_labelled=8, n_unlabelled=16, steps=4), **bad}
+        with pytest.raises(ValueError):
+            LabelledUnlabelledBatches(**kw)
+
+
+def test_the_semi_supervised_recipe_feeds_the_supervised_loss_every_step():
+    from survey_lib.recipes.multitask import RECIPE, multitask_overrides
+    cfg = RECIPE.config("smoke", multitask_overrides(label_fraction=0.1, setting="semi_supervised"))
+    data = RECIPE.data(cfg, 0)
+    batch = next(iter(data.train))
+    bs = cfg["train"]["batch_size"]
+    assert batch["labels"].shape == (2 * bs,) and int((batch["labels"] != UNLABELLED).sum()) == bs
+    cfg = RECIPE.config("smoke", multitask_overrides(label_fraction=0.1, setting="semi_supervised", semi_batches="one_pool"))
+    labels = torch.cat([b["labels"] for b in RECIPE.data(cfg, 0).train])
+    assert labels.shape == (cfg["samples_per_epoch"],) and 0 < int((labels != UNLABELLED).sum()) < len(labels) / 4
+    with pytest.raises(ValueError, match="semi_batches"):
+        train_multitask("smoke", setting="semi_supervised", semi_batches="two_pools")
 
 
 # ---------------------------------------------------------------------------------------------

@@ -23,7 +23,8 @@ from .disk import (FER2013, FER2013_CLASSES, FER2013_SPLITS, TORCHVISION_DATASET
                    fer2013_default_path, load_torchvision_dataset, read_video_frames)
 from .images import PHOTO_NAMES, LFWSubset, PhotoCrops, load_photo
 from .mnist import MNIST5K_MEAN, MNIST5K_SIZES, MNIST5K_STD, MNIST5k, MNISTDisk, mnist5k_split
-from .splits import UNLABELLED, PartiallyLabelled, fixed_steps_loader, labelled_indices, make_loader
+from .splits import (UNLABELLED, LabelledAndHidden, LabelledUnlabelledBatches, PartiallyLabelled, fixed_steps_loader,
+                     labelled_indices, labelled_unlabelled_loader, make_loader)
 from .transforms import RandomShift
 from .views import (BatchMultiCrop, MultiCropDataset, MultiCropTransform, MultiTaskViews, TwoViews, mask_rectangle,
                     random_rotation, rotate_quarter_turns, sample_mask_boxes, simclr_augment)
@@ -38,7 +39,8 @@ __all__ = [
     "RandomShift",
     "DIGIT_NUMERALS", "TRAIN_TEMPLATES", "HELDOUT_TEMPLATES", "fill_template", "check_templates",
     "CaptionedImages", "CaptionedDigits", "CaptionTokenizer",
-    "UNLABELLED", "labelled_indices", "PartiallyLabelled", "fixed_steps_loader", "make_loader",
+    "UNLABELLED", "labelled_indices", "PartiallyLabelled", "fixed_steps_loader", "LabelledAndHidden",
+    "LabelledUnlabelledBatches", "labelled_unlabelled_loader", "make_loader",
     "MultiCropTransform", "MultiCropDataset", "BatchMultiCrop", "rotate_quarter_turns", "random_rotation",
     "sample_mask_boxes", "mask_rectangle", "MultiTaskViews", "simclr_augment", "TwoViews",
 ]

@@ -1,18 +1,23 @@
 """The ITMO thesis's multi-task self-distillation (``survey train multitask``) and its supervised
-baseline (``survey train supervised_baseline``), with a fraction of the digits' labels.
+baseline (``survey train supervised_baseline``), with a fraction of the training labels.
 
 The framework (``survey_lib.objectives.multitask``): DINO-style distillation + rotation prediction +
 a supervised head, weights 1.0 / 1.0 / 2.5, a masked global view, local crops. ``study`` selects
 the label fraction (stratified), the setting (``"small_data"``: only the labelled images exist, as
 in the thesis; ``"semi_supervised"``: every image feeds the self-supervised losses, only the
-labelled ones the supervised loss), the switched-on losses and the ablation switches. ``epochs``
-are passes of ``samples_per_epoch`` images (1,437 in ``cpu``): the same optimiser steps
-for every label fraction and method. ``test_acc`` is the supervised head's test accuracy;
-``knn_acc`` / ``knn_teacher_acc`` the weighted k-NN of the student's / teacher's CLS feature with the
-labelled images as the memory bank.
+labelled ones the supervised loss, with the batches of :data:`SEMI_BATCHES`), the switched-on losses
+and the ablation switches. ``epochs`` are passes of ``samples_per_epoch`` images (the training
+split's size: 3,500 in ``cpu``): the same optimiser steps for every label fraction and method.
+``test_acc`` is the supervised head's test accuracy; ``knn_acc`` / ``knn_teacher_acc`` the weighted
+k-NN of the student's / teacher's feature with the labelled images as the memory bank.
 
-Deviations from the thesis: see ``survey_lib.objectives.multitask`` (16 px digits, a tiny ViT, a
-few hundred steps, teacher momentum 0.96 -> 1, no photometric noise).
+Data by profile: ``smoke`` the 8 x 8 digits upsampled to 16 px (the pipeline, in seconds); ``cpu``
+MNIST-5k at its own 28 px with notebook 01's ViT (patch 7, 16 tokens, 64 wide, 4 blocks, mean-pooled
+tokens, stochastic depth 0.1), global views 28 px and local views 14 px as notebook 07's DINO;
+``full`` the digits at 32 px with a ViT-Tiny-sized backbone.
+
+Deviations from the thesis: see ``survey_lib.objectives.multitask`` (small images, a tiny ViT, a
+few thousand steps, teacher momentum 0.996 -> 1 under ``cpu``, no photometric noise).
 """
 from __future__ import annotations
 
@@ -21,20 +26,22 @@ from typing import Any, Dict, Mapping, Optional, Sequence, Tuple
 import torch
 from torch.utils.data import Dataset
 
-from ..data import DIGITS_MEAN, DIGITS_STD, DigitsDataset, MultiTaskViews, PartiallyLabelled, fixed_steps_loader, labelled_indices
+from ..data import (NORMALIZATION, MultiTaskViews, PartiallyLabelled, classification_dataset, fixed_steps_loader,
+                    labelled_indices, labelled_unlabelled_loader)
 from ..evaluate import accuracy, probe_accuracies
 from ..models.vit import VisionTransformer
 from ..objectives.multitask import LOSS_NAMES, MultiTaskDINO, build_multitask, multitask_step
 from .base import Recipe, RecipeData, RecipeResult, register
 from .dino import DIGITS_PHOTOMETRIC
 
-__all__ = ["MULTITASK_CONFIGS", "CONFIGS", "RECIPE", "BASELINE", "digits_views", "multitask_overrides",
+__all__ = ["MULTITASK_CONFIGS", "CONFIGS", "RECIPE", "BASELINE", "SEMI_BATCHES", "study_views", "digits_views",
+           "multitask_overrides",
            "train_multitask", "train_supervised_baseline"]
 
-#: The framework and its supervised baseline on the digits (16 px in smoke and cpu, 32 px in full),
-#: by profile.
+#: The framework and its supervised baseline by profile (the module docstring lists the data).
 MULTITASK_CONFIGS: Dict[str, dict] = {
     "smoke": dict(
+        data=dict(dataset="digits", max_shift=None),
         vit=dict(img_size=16, patch_size=4, in_chans=1, embed_dim=32, depth=1, num_heads=2, mlp_ratio=2.0),
         views=dict(global_size=16, local_size=8, n_local_crops=2, mask_scale=(0.4, 0.6), rotate_prob=0.75,
                    **DIGITS_PHOTOMETRIC),
@@ -45,16 +52,19 @@ MULTITASK_CONFIGS: Dict[str, dict] = {
         baseline=dict(lr=2e-3, weight_decay=0.05, clip_grad=1.0),
     ),
     "cpu": dict(
-        vit=dict(img_size=16, patch_size=4, in_chans=1, embed_dim=64, depth=4, num_heads=4, mlp_ratio=2.0),
-        views=dict(global_size=16, local_size=8, n_local_crops=2, mask_scale=(0.4, 0.6), rotate_prob=0.75,
-                   **DIGITS_PHOTOMETRIC),
+        data=dict(dataset="mnist5k", max_shift=2),
+        vit=dict(img_size=28, patch_size=7, in_chans=1, embed_dim=64, depth=4, num_heads=4, mlp_ratio=2.0,
+                 global_pool="avg", drop_path_rate=0.1),
+        views=dict(global_size=28, local_size=14, n_local_crops=2, global_scale=(0.5, 1.0), local_scale=(0.2, 0.5),
+                   mask_scale=(0.4, 0.6), rotate_prob=0.75, **DIGITS_PHOTOMETRIC),
         head=dict(out_dim=512, use_bn=True, hidden_dim=256, bottleneck_dim=64),
         loss=dict(student_temp=0.1, teacher_temp=0.04, center_momentum=0.9),
-        momentum_teacher=0.96, label_smoothing=0.1, samples_per_epoch=1437,
-        train=dict(epochs=12, batch_size=64, lr=3e-3, warmup_epochs=1, weight_decay=0.04, clip_grad=3.0),
+        momentum_teacher=0.996, label_smoothing=0.1, samples_per_epoch=3500,
+        train=dict(epochs=30, batch_size=64, lr=1e-3, warmup_epochs=3, weight_decay=0.04, clip_grad=3.0),
         baseline=dict(lr=2e-3, weight_decay=0.05, clip_grad=1.0),
     ),
     "full": dict(
+        data=dict(dataset="digits", max_shift=None),
         vit=dict(img_size=32, patch_size=4, in_chans=1, embed_dim=192, depth=12, num_heads=3, mlp_ratio=4.0),
         views=dict(global_size=32, local_size=16, n_local_crops=6, mask_scale=(0.4, 0.6), rotate_prob=0.75,
                    **DIGITS_PHOTOMETRIC),
@@ -69,15 +79,36 @@ MULTITASK_CONFIGS: Dict[str, dict] = {
 #: The study's switches, the same for every profile: label fraction, setting, losses, ablations,
 #: neighbours of the k-NN probe (the thesis: 20).
 STUDY: Dict[str, Any] = dict(label_fraction=0.1, setting="small_data", losses=tuple(LOSS_NAMES), masked_view=True,
-                             supervised_views="upright", k=20)
+                             supervised_views="upright", k=20, semi_batches="labelled_plus_unlabelled",
+                             unlabelled_ratio=1.0)
+
+#: How the semi-supervised setting makes its batches: ``"labelled_plus_unlabelled"`` (FixMatch,
+#: arXiv:2001.07685: ``batch_size`` labelled images + ``unlabelled_ratio * batch_size`` images of the whole
+#: training split with their labels hidden, per step) or ``"one_pool"`` (every batch drawn from all
+#: images, so only about ``label_fraction * batch_size`` of them carry a label: the setting before
+#: this project's repair, kept to show what it cost).
+SEMI_BATCHES = ("labelled_plus_unlabelled", "one_pool")
 
 CONFIGS: Dict[str, dict] = {p: {**c, "study": dict(STUDY)} for p, c in MULTITASK_CONFIGS.items()}
 
 
+def study_views(dataset: str = "digits", **views: Any) -> MultiTaskViews:
+    """:class:`~survey_lib.data.MultiTaskViews` for items of ``dataset`` (a name of
+    :mod:`survey_lib.data.catalog`; normalised inputs and outputs with its
+    :data:`~survey_lib.data.NORMALIZATION`, no flips).
+
+    Raises:
+        ValueError: an unknown dataset; bad view arguments (from :class:`MultiTaskViews`).
+    """
+    if dataset not in NORMALIZATION:
+        raise ValueError(f"unknown dataset {dataset!r}; choose one of {sorted(NORMALIZATION)}")
+    mean, std = NORMALIZATION[dataset]
+    return MultiTaskViews(mean=[mean], std=[std], inputs_normalized=True, **views)
+
+
 def digits_views(**views: Any) -> MultiTaskViews:
-    """:class:`~survey_lib.data.MultiTaskViews` for :class:`~survey_lib.data.DigitsDataset` items
-    (normalised inputs, normalised outputs, no flips)."""
-    return MultiTaskViews(mean=[DIGITS_MEAN], std=[DIGITS_STD], inputs_normalized=True, **views)
+    """:func:`study_views` for the digits (the ``smoke`` data)."""
+    return study_views("digits", **views)
 
 
 def _knn(encoder, bank: Dataset, test_set: Dataset, k: int) -> float:
@@ -87,6 +118,10 @@ def _knn(encoder, bank: Dataset, test_set: Dataset, k: int) -> float:
 def _check_study(study: Mapping[str, Any]) -> None:
     if study["setting"] not in ("small_data", "semi_supervised"):
         raise ValueError(f"setting must be 'small_data' or 'semi_supervised', got {study['setting']!r}")
+    if study["semi_batches"] not in SEMI_BATCHES:
+        raise ValueError(f"semi_batches must be one of {SEMI_BATCHES}, got {study['semi_batches']!r}")
+    if not float(study["unlabelled_ratio"]) >= 0:
+        raise ValueError(f"unlabelled_ratio must be >= 0, got {study['unlabelled_ratio']}")
     unknown = set(study["losses"]) - set(LOSS_NAMES)
     if unknown:
         raise ValueError(f"unknown losses {sorted(unknown)}; choose from {LOSS_NAMES}")
@@ -95,18 +130,28 @@ def _check_study(study: Mapping[str, Any]) -> None:
 # ---------------------------------------------------------------------------------------------
 # the framework
 # ---------------------------------------------------------------------------------------------
+def _split(cfg, split: str, augment: bool = False):
+    d = cfg["data"]
+    return classification_dataset(d["dataset"], split, img_size=cfg["vit"]["img_size"], augment=augment,
+                                  max_shift=d.get("max_shift") if augment else None)
+
+
 def _data(cfg, seed) -> RecipeData:
     study = cfg["study"]
     _check_study(study)
-    size = cfg["vit"]["img_size"]
-    full = DigitsDataset(split="train", img_size=size)
+    full = _split(cfg, "train")
     idx = labelled_indices(full.targets, study["label_fraction"])
     bank = torch.utils.data.Subset(full, idx.tolist())  # the labelled images: k-NN memory bank
-    train_set: Dataset = bank if study["setting"] == "small_data" else PartiallyLabelled(full, idx.tolist())
-    views = digits_views(**cfg["views"], masked_view=study["masked_view"])  # validates the mask scale
-    loader = fixed_steps_loader(train_set, cfg["train"]["batch_size"], cfg["samples_per_epoch"], seed, views.collate)
-    return RecipeData(train=loader, val=DigitsDataset(split="val", img_size=size),
-                      test=DigitsDataset(split="test", img_size=size),
+    views = study_views(cfg["data"]["dataset"], **cfg["views"], masked_view=study["masked_view"])  # validates the mask scale
+    bs, spe = cfg["train"]["batch_size"], cfg["samples_per_epoch"]
+    if study["setting"] == "small_data":
+        loader = fixed_steps_loader(bank, bs, spe, seed, views.collate)
+    elif study["semi_batches"] == "one_pool":  # every batch drawn from all images: ~fraction * bs labelled
+        loader = fixed_steps_loader(PartiallyLabelled(full, idx.tolist()), bs, spe, seed, views.collate)
+    else:  # "labelled_plus_unlabelled": bs labelled + mu * bs unlabelled per batch (FixMatch)
+        loader = labelled_unlabelled_loader(full, idx.tolist(), bs, int(round(study["unlabelled_ratio"] * bs)), spe,
+                                            seed, views.collate)
+    return RecipeData(train=loader, val=_split(cfg, "val"), test=_split(cfg, "test"),
                       extras={"bank": bank, "views": views, "n_labelled": len(idx)})
 
 
@@ -154,14 +199,13 @@ RECIPE = register(Recipe(
 # the supervised baseline
 # ---------------------------------------------------------------------------------------------
 def _baseline_data(cfg, seed) -> RecipeData:
-    size = cfg["vit"]["img_size"]
-    full = DigitsDataset(split="train", img_size=size, augment=True)
+    full = _split(cfg, "train", augment=True)
     idx = labelled_indices(full.targets, cfg["study"]["label_fraction"])
     train_set = torch.utils.data.Subset(full, idx.tolist())
-    bank = torch.utils.data.Subset(DigitsDataset(split="train", img_size=size), idx.tolist())
+    bank = torch.utils.data.Subset(_split(cfg, "train"), idx.tolist())
     loader = fixed_steps_loader(train_set, cfg["train"]["batch_size"], cfg["samples_per_epoch"], seed)
-    return RecipeData(train=loader, val=DigitsDataset(split="val", img_size=size),
-                      test=DigitsDataset(split="test", img_size=size), extras={"bank": bank, "n_labelled": len(idx)})
+    return RecipeData(train=loader, val=_split(cfg, "val"), test=_split(cfg, "test"),
+                      extras={"bank": bank, "n_labelled": len(idx)})
 
 
 def _baseline_metrics(model, data, cfg, history) -> Dict[str, float]:
@@ -195,10 +239,14 @@ def multitask_overrides(label_fraction: Optional[float] = None, setting: Optiona
                         student_temp: Optional[float] = None, teacher_temp: Optional[float] = None,
                         n_local_crops: Optional[int] = None, supervised_views: Optional[str] = None,
                         views: Optional[Mapping[str, Any]] = None, momentum_teacher: Optional[float] = None,
-                        train: Optional[Mapping[str, Any]] = None, k: Optional[int] = None) -> Dict[str, Any]:
-    """The configuration overrides of the study's switches, by their names in the thesis's ablations."""
+                        train: Optional[Mapping[str, Any]] = None, k: Optional[int] = None,
+                        semi_batches: Optional[str] = None, unlabelled_ratio: Optional[float] = None) -> Dict[str, Any]:
+    """The configuration overrides of the study's switches, by their names in the thesis's ablations
+    (``semi_batches`` and ``unlabelled_ratio``: how the semi-supervised setting makes its batches, see
+    :data:`SEMI_BATCHES`)."""
     study = {key: v for key, v in dict(label_fraction=label_fraction, setting=setting, losses=losses,
-                                      masked_view=masked_view, supervised_views=supervised_views, k=k).items()
+                                      masked_view=masked_view, supervised_views=supervised_views, k=k,
+                                      semi_batches=semi_batches, unlabelled_ratio=unlabelled_ratio).items()
              if v is not None}
     out: Dict[str, Any] = {"study": study, "views": dict(views or {}), "loss": {}, "train": dict(train or {})}
     if mask_scale is not None:
