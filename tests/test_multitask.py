@@ -289,6 +289,24 @@ def test_the_semi_supervised_recipe_feeds_the_supervised_loss_every_step():
         train_multitask("smoke", setting="semi_supervised", semi_batches="two_pools")
 
 
+def test_teacher_entropy_ratio_is_one_for_a_uniform_teacher_and_absent_without_distillation():
+    import math
+    from survey_lib.recipes.multitask import UNIFORM_TEACHER, teacher_entropy_ratio
+    from survey_lib.train import History
+    h = History(rows=[{"teacher_entropy": 1.0}, {"teacher_entropy": math.log(512)}], step_losses=[])
+    assert teacher_entropy_ratio(h, 512) == pytest.approx(1.0) and teacher_entropy_ratio(h, 512) >= UNIFORM_TEACHER
+    h = History(rows=[{"teacher_entropy": math.log(512)}, {"teacher_entropy": 0.5 * math.log(512)}], step_losses=[])
+    assert teacher_entropy_ratio(h, 512) == pytest.approx(0.5)
+    assert teacher_entropy_ratio(History(rows=[{"train_loss": 1.0}], step_losses=[]), 512) is None
+    from survey_lib.recipes.multitask import RECIPE, multitask_overrides
+    r = RECIPE.run("smoke", 0, overrides=multitask_overrides(label_fraction=0.5), progress=False, cache=False)
+    assert r.metrics["teacher_entropy_ratio"] == pytest.approx(teacher_entropy_ratio(r.history, r.config["head"]["out_dim"]))
+    assert 0 < r.metrics["teacher_entropy_ratio"] <= 1.0 + 1e-6
+    r = RECIPE.run("smoke", 0, overrides=multitask_overrides(label_fraction=0.5, losses=("supervised",)), progress=False,
+                   cache=False)
+    assert "teacher_entropy_ratio" not in r.metrics
+
+
 # ---------------------------------------------------------------------------------------------
 # errors
 # ---------------------------------------------------------------------------------------------

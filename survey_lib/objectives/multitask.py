@@ -32,23 +32,22 @@ three losses see the same images (the "small data" setting). In the *semi-superv
 rotation) while only the labelled ones feed the supervised loss: unlabelled images carry the label
 ``UNLABELLED = -1`` and are skipped by the supervised term.
 
-Deviations from the thesis (CPU-sized for 16 px digits; the objective is the thesis's):
-    * backbone: the project's tiny digits ViT (d 64, depth 4) instead of ViT-B/16; head:
-      hidden 256, bottleneck 64, K = 512 (DINO's 2048 / 256 / 65,536), with BatchNorm in the head
-      (DINO's ``use_bn_in_head``): without it a tiny ViT's teacher collapsed to uniform in an early
-      prototype of this project.
-    * teacher momentum 0.96 -> 1 (thesis 0.9998 -> 1): 0.9998 suits ~100 epochs of a large dataset;
-      with a few hundred steps it would leave the teacher at its random initialisation.
-    * optimiser and schedule: AdamW lr 3e-3, batch 64, a few hundred steps with a one-epoch warm-up
-      (thesis: AdamW + Lookahead, lr 5e-4, batch 32, 100 epochs with 10 warm-up epochs); the weight
-      decay 0.04 and clip 3.0 are the thesis's. In so short a run the distillation term's teacher
-      ends uniform (entropy 6.235 of log K = 6.238 in every run of notebook 10's label-fraction study,
-      2026-12-01, with or without photometric noise), so distillation adds no signal there: DINO alone
-      on these digits needed a 50-epoch schedule (1,150 steps, 32 px) to learn (notebook 07).
-    * data: the 8 x 8 digits upsampled to 16 px with 4 px patches (16 tokens; notebook 07 uses 32 px):
-      four times fewer tokens, so the label-fraction study and the ablation fit a CPU budget.
-    * crops: global 16 px (scale 0.4-1), local 8 px (scale 0.1-0.4), no flips (a mirrored digit is
-      not a digit), no photometric noise (``recipes.dino.DIGITS_PHOTOMETRIC``: with DINO's jitter, blur and
+Deviations from the thesis (CPU-sized; the objective is the thesis's; sizes of the ``cpu`` recipe,
+``survey_lib.recipes.multitask``):
+    * backbone: notebook 01's MNIST ViT (patch 7 on 28 px: 16 tokens, d 64, depth 4, mean-pooled
+      tokens) instead of ViT-B/16; head: hidden 256, bottleneck 64, K = 512 (DINO's 2048 / 256 /
+      65,536), with BatchNorm in the head (DINO's ``use_bn_in_head``): without it a tiny ViT's teacher
+      collapsed to uniform in an early prototype of this project.
+    * teacher momentum 0.996 -> 1 (thesis 0.9998 -> 1): 0.9998 suits ~100 epochs of a large dataset;
+      with a couple of thousand steps it would leave the teacher at its random initialisation.
+    * optimiser and schedule: AdamW lr 1e-3, batch 64, a few thousand steps with a warm-up of a tenth
+      of the run (thesis: AdamW + Lookahead, lr 5e-4, batch 32, 100 epochs with 10 warm-up epochs);
+      the weight decay 0.04 and clip 3.0 are the thesis's. Whether the teacher leaves the uniform
+      distribution at this budget is measured in every run (``teacher_entropy_ratio`` of the recipe):
+      on the 16 px digits and 276 steps it never did (entropy 6.235 of log K = 6.238, notebook 10,
+      2026-12-01), so distillation added no signal there.
+    * crops: global 28 px (scale 0.5-1), local 14 px (scale 0.2-0.5), as notebook 07's DINO; no
+      flips (a mirrored digit is not a digit), no photometric noise (``recipes.dino.DIGITS_PHOTOMETRIC``: with DINO's jitter, blur and
       solarisation the digits teacher collapses to uniform, notebook 07), 2 local views in the
       ``cpu`` recipe (thesis: 224 / 96 px, 6 local views; ``full``: 6).
     * supervised loss on *upright* global views only (``supervised_views="upright"``, the default
@@ -61,7 +60,7 @@ Deviations from the thesis (CPU-sized for 16 px digits; the objective is the the
     * rotations: each global view of each image gets its own quarter turn (uniform over four with
       ``rotate_prob=0.75``); no label smoothing on the rotation loss.
     * evaluation: weighted k-NN (k = 20, DINO's cosine / temperature 0.07 voting) of the frozen
-      backbone's CLS feature with the *labelled training images* as the memory bank and the test split
+      backbone's pooled feature with the *labelled training images* as the memory bank and the test split
       as queries, and the supervised head's test accuracy.
 """
 

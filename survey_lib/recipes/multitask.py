@@ -21,6 +21,7 @@ few thousand steps, teacher momentum 0.996 -> 1 under ``cpu``, no photometric no
 """
 from __future__ import annotations
 
+import math
 from typing import Any, Dict, Mapping, Optional, Sequence, Tuple
 
 import torch
@@ -34,7 +35,7 @@ from ..objectives.multitask import LOSS_NAMES, MultiTaskDINO, build_multitask, m
 from .base import Recipe, RecipeData, RecipeResult, register
 from .dino import DIGITS_PHOTOMETRIC
 
-__all__ = ["MULTITASK_CONFIGS", "CONFIGS", "RECIPE", "BASELINE", "SEMI_BATCHES", "study_views", "digits_views",
+__all__ = ["MULTITASK_CONFIGS", "CONFIGS", "RECIPE", "BASELINE", "SEMI_BATCHES", "UNIFORM_TEACHER", "teacher_entropy_ratio", "study_views", "digits_views",
            "multitask_overrides",
            "train_multitask", "train_supervised_baseline"]
 
@@ -177,10 +178,27 @@ def _val_acc_fn(cfg, data):
     return lambda m: {} if not m.use_supervised else {"val_acc": _head_accuracy(m, data.val)}
 
 
+def teacher_entropy_ratio(history, out_dim: int) -> Optional[float]:
+    """The last epoch's mean teacher entropy divided by ``log K`` (``K = out_dim``): 1 is a uniform
+    teacher, which gives the distillation loss no signal; None when the run has no distillation term.
+    Runs at or above :data:`UNIFORM_TEACHER` are reported as collapsed to uniform."""
+    rows = [r for r in history.rows if "teacher_entropy" in r]
+    return float(rows[-1]["teacher_entropy"]) / math.log(out_dim) if rows else None
+
+
+#: A teacher whose entropy is at least this fraction of ``log K`` is "uniform" (its targets carry
+#: almost nothing): the study reports such runs as collapsed instead of comparing them.
+UNIFORM_TEACHER = 0.9
+
+
 def _metrics(model, data, cfg, history) -> Dict[str, float]:
     k, bank = cfg["study"]["k"], data.extras["bank"]
-    return {"test_acc": _head_accuracy(model, data.test), "knn_acc": _knn(model.student_embed, bank, data.test, k),
-            "knn_teacher_acc": _knn(model.teacher_embed, bank, data.test, k), "n_labelled": data.extras["n_labelled"]}
+    out = {"test_acc": _head_accuracy(model, data.test), "knn_acc": _knn(model.student_embed, bank, data.test, k),
+           "knn_teacher_acc": _knn(model.teacher_embed, bank, data.test, k), "n_labelled": data.extras["n_labelled"]}
+    ratio = teacher_entropy_ratio(history, cfg["head"]["out_dim"])
+    if ratio is not None:
+        out["teacher_entropy_ratio"] = ratio
+    return out
 
 
 RECIPE = register(Recipe(
