@@ -16,9 +16,6 @@ MIN_SIDE, MAX_SIDE, MIN_STD = 300, 4000, 2.0
 #: is an expected failure until then, and a strict one: once it passes, remove it from this list.
 TOO_SMALL_UNTIL_RERUN = {
     "05_clip/pairs.png",
-    "07_dino/attention_nat.png", "07_dino/attention_vit_0.png", "07_dino/attention_vit_1.png",
-    "07_dino/attention_vit_2.png", "07_dino/crossmodal_heads_thermal.png", "07_dino/multicrop_digit.png",
-    "07_dino/multicrop_photo.png",
     "10_small_data/views.png",
 }
 
