@@ -13,8 +13,26 @@ k-NN of the student's / teacher's feature with the labelled images as the memory
 
 Data by profile: ``smoke`` the 8 x 8 digits upsampled to 16 px (the pipeline, in seconds); ``cpu``
 MNIST-5k at its own 28 px with notebook 01's ViT (patch 7, 16 tokens, 64 wide, 4 blocks, mean-pooled
-tokens, stochastic depth 0.1), global views 28 px and local views 14 px as notebook 07's DINO;
+tokens, stochastic depth 0.1), global views 28 px (80-100% crops) and local views 14 px;
 ``full`` the digits at 32 px with a ViT-Tiny-sized backbone.
+
+How the ``cpu`` recipe was chosen (seed 0, 10% of the labels, small-data setting, validation accuracy
+of the supervised head; one thread per run while two to four runs shared the two cores; 2026-12-08):
+
+* start, notebook 07's DINO crops (global scale 0.5-1), lr 1e-3, 30 epochs (1,650 steps of 64): the
+  framework 83.6% (teacher entropy 0.925 of log K), the supervised baseline 94.2%; the framework with
+  only its supervised loss, same views and optimiser, 81.2%: the deficit came from the views and the
+  optimisation, not from the extra losses;
+* lr 2e-3: 88.2% (0.923); and global crops of 80-100% of the digit: 92.6% (0.906);
+* 60 epochs (3,300 steps) with crops 0.5-1: 93.6% (0.897); **with crops 0.8-1: 95.2% (0.880), adopted**;
+  the baseline at 60 epochs 95.4% (the same step count is the comparison's budget), with all the
+  labels 97.8% at 30 epochs;
+* distillation alone on the 350 labelled images (crops 0.8-1, 30 epochs): teacher 0.891 of log K, k-NN
+  of the student 46.4% on validation;
+* the semi-supervised setting at 30 epochs, crops 0.8-1: one pool of all images 54.2% (0.939), two
+  streams (:data:`SEMI_BATCHES`) 92.6% (0.897).
+
+Notebook 10 reports the adopted recipe over seeds on the test split.
 
 Deviations from the thesis: see ``survey_lib.objectives.multitask`` (small images, a tiny ViT, a
 few thousand steps, teacher momentum 0.996 -> 1 under ``cpu``, no photometric noise).
@@ -56,12 +74,12 @@ MULTITASK_CONFIGS: Dict[str, dict] = {
         data=dict(dataset="mnist5k", max_shift=2),
         vit=dict(img_size=28, patch_size=7, in_chans=1, embed_dim=64, depth=4, num_heads=4, mlp_ratio=2.0,
                  global_pool="avg", drop_path_rate=0.1),
-        views=dict(global_size=28, local_size=14, n_local_crops=2, global_scale=(0.5, 1.0), local_scale=(0.2, 0.5),
+        views=dict(global_size=28, local_size=14, n_local_crops=2, global_scale=(0.8, 1.0), local_scale=(0.2, 0.5),
                    mask_scale=(0.4, 0.6), rotate_prob=0.75, **DIGITS_PHOTOMETRIC),
         head=dict(out_dim=512, use_bn=True, hidden_dim=256, bottleneck_dim=64),
         loss=dict(student_temp=0.1, teacher_temp=0.04, center_momentum=0.9),
         momentum_teacher=0.996, label_smoothing=0.1, samples_per_epoch=3500,
-        train=dict(epochs=30, batch_size=64, lr=1e-3, warmup_epochs=3, weight_decay=0.04, clip_grad=3.0),
+        train=dict(epochs=60, batch_size=64, lr=2e-3, warmup_epochs=6, weight_decay=0.04, clip_grad=3.0),
         baseline=dict(lr=2e-3, weight_decay=0.05, clip_grad=1.0),
     ),
     "full": dict(
