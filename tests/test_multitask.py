@@ -358,3 +358,18 @@ def test_clear_errors():
         model(batch["views"], torch.tensor([0, 1, 10, 2]), batch["rotations"])
     with pytest.raises(ValueError, match="no supervised head"):
         tiny_model(use_supervised=False).classify(torch.zeros(1, 1, 16, 16))
+
+
+def test_the_small_data_benchmark_prints_runs_table_and_verdict(capsys):
+    import importlib.util
+    from pathlib import Path
+    path = Path(__file__).resolve().parent.parent / "benchmarks" / "small_data_study.py"
+    spec = importlib.util.spec_from_file_location("small_data_study", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    mod.main(["--profile", "smoke", "--seeds", "0,1", "--fractions", "0.5", "--methods", "supervised,multitask"])
+    out = capsys.readouterr().out
+    assert out.count("seed 0:") == 2 and out.count("seed 1:") == 2 and "teacher" in out
+    assert "50% framework - baseline:" in out and "over 2 seeds" in out
+    with pytest.raises(SystemExit):
+        mod.main(["--profile", "smoke", "--methods", "fixmatch"])
