@@ -42,7 +42,7 @@ def main(argv=None) -> None:
     import torch
 
     torch.set_num_threads(1)
-    from survey_lib.evaluate import compare_seeds
+    from survey_lib.evaluate import compare_seeds, mean_std
     from survey_lib.recipes.multitask import UNIFORM_TEACHER
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -73,8 +73,8 @@ def main(argv=None) -> None:
         for method in methods:
             acc = [results[method, fraction, s].metrics["test_acc"] for s in seeds]
             ratios = [results[method, fraction, s].metrics.get("teacher_entropy_ratio") for s in seeds]
-            mean = sum(acc) / len(acc)
-            std = (sum((a - mean) ** 2 for a in acc) / (len(acc) - 1)) ** 0.5 if len(acc) > 1 else 0.0
+            mean, std, _ = mean_std(acc)
+            std = std or 0.0
             flag = "" if None in ratios else f"  teacher {max(ratios):.3f} max" + (" UNIFORM" if max(ratios) >= UNIFORM_TEACHER else "")
             print(f"{fraction:>5.0%} {method:>24}: test {100 * mean:.2f}% +- {100 * std:.2f}% over {len(acc)} seeds{flag}")
         if "multitask" in methods and "supervised" in methods:
