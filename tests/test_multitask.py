@@ -13,6 +13,7 @@ from survey_lib.objectives.multitask import UNLABELLED, MultiTaskDINO, build_mul
 from survey_lib.data import (LabelledUnlabelledBatches, MultiTaskViews, PartiallyLabelled, fixed_steps_loader,
                              labelled_indices, labelled_unlabelled_loader, mask_rectangle, random_rotation,
                              rotate_quarter_turns, sample_mask_boxes)
+from survey_lib.recipes.base import RunContext
 from survey_lib.recipes.multitask import train_multitask
 from survey_lib.train import TrainConfig, fit
 
@@ -373,3 +374,45 @@ def test_the_small_data_benchmark_prints_runs_table_and_verdict(capsys):
     assert "50% framework - baseline:" in out and "over 2 seeds" in out
     with pytest.raises(SystemExit):
         mod.main(["--profile", "smoke", "--methods", "fixmatch"])
+
+
+# ---------------------------------------------------------------------------------------------
+# fine-tuning the framework's encoder (multitask_finetune)
+# ---------------------------------------------------------------------------------------------
+def test_finetuning_starts_from_the_framework_students_weights():
+    from survey_lib.recipes.multitask import RECIPE, multitask_overrides
+    from survey_lib.recipes.multitask_finetune import FINETUNE_RECIPE
+    framework = RECIPE.run("smoke", 0, overrides=multitask_overrides(label_fraction=0.5), progress=False)
+    cfg = FINETUNE_RECIPE.config("smoke", {"study": {"label_fraction": 0.5}})
+    data = FINETUNE_RECIPE.data(cfg, 0)
+    FINETUNE_RECIPE.prepare(cfg, data, RunContext("smoke", 0, None, True, False))
+    assert data.extras["framework_cache"] == "hit"          # the framework run of the same fraction and seed
+    model = FINETUNE_RECIPE.build(cfg, data)
+    x = torch.randn(5, 1, 16, 16, generator=torch.Generator().manual_seed(0))
+    backbone = framework.model.student.backbone.eval()
+    with torch.no_grad():                                    # before any fine-tuning step: the same features
+        assert torch.allclose(model.eval().embed(x), backbone.embed(x), atol=1e-6)
+    scratch = FINETUNE_RECIPE.build(FINETUNE_RECIPE.config("smoke", {"init": "scratch"}), data)
+    with torch.no_grad():
+        assert not torch.allclose(scratch.eval().embed(x), backbone.embed(x), atol=1e-3)
+
+
+def test_finetuning_from_scratch_is_the_supervised_baseline():
+    from survey_lib.recipes.multitask import train_supervised_baseline
+    from survey_lib.recipes.multitask_finetune import train_multitask_finetune
+    base = train_supervised_baseline("smoke", seed=1, label_fraction=0.5, progress=False)
+    scratch = train_multitask_finetune("smoke", seed=1, label_fraction=0.5, init="scratch", progress=False)
+    assert scratch.metrics["test_acc"] == base.metrics["test_acc"] and scratch.metrics["knn_acc"] == base.metrics["knn_acc"]
+    for (k, a), (_, b) in zip(scratch.model.state_dict().items(), base.model.state_dict().items()):
+        assert torch.equal(a, b), k
+    tuned = train_multitask_finetune("smoke", seed=1, label_fraction=0.5, progress=False)
+    assert set(tuned.metrics) >= {"test_acc", "knn_acc", "framework_seconds", "framework_test_acc"}
+
+
+def test_finetuning_clear_errors():
+    from survey_lib.recipes.multitask_finetune import load_framework_encoder, train_multitask_finetune
+    with pytest.raises(ValueError, match="init must be one of"):
+        train_multitask_finetune("smoke", init="imagenet", progress=False)
+    with pytest.raises(ValueError, match="does not fit this classifier"):
+        load_framework_encoder(VisionTransformer(**{**TINY_VIT, "num_classes": 10}),
+                               VisionTransformer(**{**TINY_VIT, "embed_dim": 2 * TINY_VIT["embed_dim"]}))
