@@ -75,7 +75,7 @@ def plot_views(img: torch.Tensor, batch: Mapping[str, Any], index: int = 0, n_gl
     
     views = [v[index] for v in batch["views"]]
     sizes = [img.shape[-1]] + [v.shape[-1] for v in views]
-    fig, axes = plt.subplots(1, len(sizes), figsize=(1.7 * len(sizes), 2.5), gridspec_kw={"width_ratios": sizes})
+    fig, axes = plt.subplots(1, len(sizes), figsize=(1.7 * len(sizes), 2.8), gridspec_kw={"width_ratios": sizes})
     show_image(axes[0], img, "image")
     for j, v in enumerate(views):
         if j < n_global:
