@@ -93,8 +93,8 @@ LEARNING_PATH: Tuple[Lesson, ...] = (
            "against the review's Eq. 5 and judged against a random encoder and raw pixels"),
     Lesson("06_mae", "Masked autoencoders", ("01_vit",),
            "random masking by argsort of noise, an encoder on the visible patches, the MSE on removed patches, "
-           "norm_pix_loss, probing a frozen encoder, and fine-tuning it against the same ViT from scratch "
-           "with few labels"),
+           "norm_pix_loss, reconstructions of real digits, probing a frozen encoder, and fine-tuning it against "
+           "the same ViT from scratch with 1%, 10% and 100% of the labels, across mask ratios"),
     Lesson("07_dino", "DINO and DinoNAT: self-distillation", ("01_vit", "02_deit", "04_nat"),
            "multi-crop, the centred and sharpened teacher, the EMA teacher, collapse and its diagnostics, "
            "and a source document's errors tested as experiments"),

@@ -409,3 +409,35 @@ def test_finetune_study_pairs_each_fraction_and_init_on_the_same_seeds(monkeypat
     assert [fraction_tag(f) for f in (0.01, 0.1, 1.0)] == ["f001", "f010", "f100"]
     with pytest.raises(ValueError, match="label fraction"):
         finetune_study("smoke", seeds=(0,), fractions=(0.0,))
+
+
+def test_finetune_study_takes_the_epochs_of_a_fraction_and_only_the_inits_asked(monkeypatch, tmp_path):
+    from survey_lib.recipes import mae as mae_recipes
+
+    monkeypatch.setenv("SURVEY_CACHE", str(tmp_path))
+    monkeypatch.setitem(mae_recipes.FINETUNE_EPOCHS, "smoke", {1.0: 1})
+    study = mae_recipes.finetune_study("smoke", seeds=(0,), fractions=(0.5, 1.0), progress=False, inits=("scratch",))
+    assert set(study) == {("scratch", 0.5), ("scratch", 1.0)}
+    default = mae_recipes.FINETUNE_RECIPE.config("smoke")["train"]["epochs"]
+    assert default != 1 and len(study[("scratch", 0.5)].results[0].history.rows) == default
+    assert study[("scratch", 1.0)].results[0].config["train"]["epochs"] == 1
+    assert len(study[("scratch", 1.0)].results[0].history.rows) == 1
+    with pytest.raises(ValueError, match="unknown init"):
+        mae_recipes.finetune_study("smoke", seeds=(0,), fractions=(0.5,), inits=("imagenet",))
+
+
+def test_mask_ratio_study_pretrains_and_fine_tunes_at_each_ratio(monkeypatch, tmp_path):
+    from survey_lib.recipes.mae import mask_ratio_study
+
+    monkeypatch.setenv("SURVEY_CACHE", str(tmp_path))
+    study = mask_ratio_study("smoke", seeds=(0,), ratios=(0.5, 0.9), fraction=0.5, progress=False)
+    assert sorted(study) == [0.5, 0.9]
+    for r, runs in study.items():
+        pre, ft = runs["pretrain"].results[0], runs["finetune"].results[0]
+        assert pre.config["model"]["mask_ratio"] == r and pre.model.mask_ratio == r
+        assert ft.config["pretrain"]["model"]["mask_ratio"] == r and ft.config["init"] == "mae"
+        assert ft.extras["pretrain_cache"] == "hit"                 # fine-tuned from the very MAE of that ratio
+        assert set(pre.metrics) >= {"test_acc", "knn_acc"} and "test_acc" in ft.metrics
+    for bad in (0.0, 1.0, 1.5):
+        with pytest.raises(ValueError, match="mask ratios"):
+            mask_ratio_study("smoke", seeds=(0,), ratios=(bad,))
