@@ -9,6 +9,7 @@ split the seeds over two processes, then print the table::
     OMP_NUM_THREADS=1 python benchmarks/mae_finetune.py --seeds 0,2
     OMP_NUM_THREADS=1 python benchmarks/mae_finetune.py --seeds 1
     OMP_NUM_THREADS=1 python benchmarks/mae_finetune.py                # every seed (from the cache) and the table
+    OMP_NUM_THREADS=1 python benchmarks/mae_finetune.py --mask-ratios 0.25,0.5,0.75,0.9   # + notebook 06's sweep
 
 ``--record`` also writes the rows notebook 06 writes (``figures/summary.csv``, notebook ``06_mae``).
 """
@@ -26,13 +27,14 @@ def main(argv=None) -> None:
 
     torch.set_num_threads(1)
     from survey_lib.evaluate import compare_seeds
-    from survey_lib.recipes.mae import FINETUNE_RECIPE, FINETUNE_ROWS, finetune_study, fraction_tag
+    from survey_lib.recipes.mae import FINETUNE_RECIPE, FINETUNE_ROWS, finetune_study, fraction_tag, mask_ratio_study
     from survey_lib.report import Reporter
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--profile", default="cpu")
     ap.add_argument("--seeds", default="0,1,2")
-    ap.add_argument("--fractions", default="0.01,0.1")
+    ap.add_argument("--fractions", default="0.01,0.1,1.0")
+    ap.add_argument("--mask-ratios", default="", help="also run the mask-ratio sweep (pre-train, probe, fine-tune at 10%%)")
     ap.add_argument("--record", action="store_true", help="write the study's rows to figures/summary.csv")
     args = ap.parse_args(argv)
     seeds = [int(s) for s in args.seeds.split(",")]
@@ -53,6 +55,13 @@ def main(argv=None) -> None:
         two = c["pooled_std"] is not None and c["diff"] > 2 * c["pooled_std"]
         print(f"{fraction_tag(f)}: MAE - scratch {c['diff']:+.4f} (pooled std {c['pooled_std']}, p = {c['p_value']}); "
               f"more than two pooled std: {two}; verdict: {c['verdict']}")
+    ratios = [float(r) for r in args.mask_ratios.split(",") if r.strip()]
+    if ratios:
+        for r, runs in mask_ratio_study(args.profile, seeds, ratios, fraction=0.1, progress=False).items():
+            mean = lambda v: sum(v) / len(v)
+            print(f"mask {r:.0%}: linear probe {mean(runs['pretrain'].values('test_acc')):.4f}, "
+                  f"k-NN {mean(runs['pretrain'].values('knn_acc')):.4f}, fine-tuned at 10% "
+                  f"{mean(runs['finetune'].values('test_acc')):.4f} (mean of seeds {seeds})")
 
 
 if __name__ == "__main__":

@@ -441,3 +441,17 @@ def test_mask_ratio_study_pretrains_and_fine_tunes_at_each_ratio(monkeypatch, tm
     for bad in (0.0, 1.0, 1.5):
         with pytest.raises(ValueError, match="mask ratios"):
             mask_ratio_study("smoke", seeds=(0,), ratios=(bad,))
+
+
+def test_the_mae_benchmark_prints_the_fine_tuning_table_and_the_sweep(capsys, monkeypatch, tmp_path):
+    import importlib.util
+    from pathlib import Path
+    monkeypatch.setenv("SURVEY_CACHE", str(tmp_path))
+    path = Path(__file__).resolve().parent.parent / "benchmarks" / "mae_finetune.py"
+    spec = importlib.util.spec_from_file_location("mae_finetune_bench", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    mod.main(["--profile", "smoke", "--seeds", "0,1", "--fractions", "0.5", "--mask-ratios", "0.5"])
+    out = capsys.readouterr().out
+    assert "mae_finetune_f050" in out and "scratch_f050" in out and "f050: MAE - scratch" in out
+    assert "mask 50%: linear probe" in out and "fine-tuned at 10%" in out
