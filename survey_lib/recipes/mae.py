@@ -264,7 +264,7 @@ def finetune_study(profile: str = "cpu", seeds: Sequence[int] = (0, 1, 2), fract
 
 def mask_ratio_study(profile: str = "cpu", seeds: Sequence[int] = (0, 1, 2), ratios: Sequence[float] = (0.25, 0.5, 0.75, 0.9),
                      fraction: float = 0.1, progress: Optional[bool] = None) -> Dict[float, Dict[str, SeedsResult]]:
-    """MAE's mask-ratio sweep (the paper's Fig. 5): for each ratio and seed, pre-train the MAE of the
+    """MAE's mask-ratio sweep (He et al. 2022, arXiv:2111.06377, Fig. 5): for each ratio and seed, pre-train the MAE of the
     fine-tuning recipe's ``pretrain`` section at that ratio (its metrics: the linear probe ``test_acc``
     and ``knn_acc`` of the frozen encoder), and fine-tune it on ``fraction`` of the labels.
 

@@ -39,7 +39,9 @@ FINETUNE_CONFIGS: Dict[str, dict] = {p: {**c, "init": "framework", "pretrain": N
 
 def load_framework_encoder(classifier: VisionTransformer, backbone: VisionTransformer) -> Dict[str, list]:
     """Copy the framework student's backbone (a head-less :class:`VisionTransformer`) into a
-    classifier of the same size; the classifier's ``head`` keeps its fresh initialisation.
+    classifier of the same size; the classifier's ``head`` keeps its fresh initialisation. The copy
+    is in place: the classifier maps (B, C, H, W) -> (B, num_classes) as before, with the backbone's
+    features. Source: the ITMO thesis's fine-tuning of its framework's encoder (module docstring).
 
     Returns: ``{"fresh": [...]}``, the classifier's keys left at their initialisation.
 
